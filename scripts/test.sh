@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The test command of the README (and of CI): installs what the tests need, then runs them all.
+#  - a Vulkan driver (lavapipe when there is no GPU), so the wgpu path is tested, not skipped;
+#  - SmolLM2-135M-Instruct, for the tests against transformers on a real model (skipped with a
+#    message if it cannot be downloaded).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+scripts/ensure-vulkan.sh
+export RRHF_TEST_REQUIRE_WGPU=${RRHF_TEST_REQUIRE_WGPU:-1}
+# Vulkan drivers print a Wayland warning on headless machines without it.
+export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
+if ! scripts/fetch-smollm2.sh; then
+  echo "warning: could not get SmolLM2-135M-Instruct; its tests will be skipped" >&2
+fi
+cargo test --release -- --test-threads=1 "$@"

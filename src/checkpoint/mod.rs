@@ -1,0 +1,143 @@
+//! Checkpoint I/O: model directories in the Hugging Face layout (config.json, safetensors
+//! weights, tokenizer files), and import from llama.cpp's GGUF files.
+
+pub mod convert;
+pub mod gguf;
+pub mod safetensors_dir;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use burn::tensor::Device;
+
+use crate::model::{Llama, LlamaConfig, checkpoint_tensors};
+pub use safetensors_dir::{SafetensorsFiles, SaveDtype};
+
+/// The files besides config and weights that make a directory usable by transformers.
+pub const TOKENIZER_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "generation_config.json",
+    "tokenizer.model",
+];
+
+/// Shards larger than this are split, as transformers' `save_pretrained` does.
+pub const MAX_SHARD_BYTES: usize = 5 << 30;
+
+/// Tensors some checkpoints carry that the forward pass recomputes.
+const IGNORED_TENSORS: &[&str] = &["rotary_emb.inv_freq"];
+
+pub fn load_config(dir: &Path) -> Result<LlamaConfig> {
+    LlamaConfig::from_file(&dir.join("config.json"))
+}
+
+/// Loads a LLaMA checkpoint directory onto `device`, casting weights to f32.
+pub fn load_model(dir: &Path, device: &Device) -> Result<Llama> {
+    let config = load_config(dir)?;
+    let files = SafetensorsFiles::open(dir)?;
+    let expected: std::collections::HashSet<String> = checkpoint_tensors(&config)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    let mut unexpected: Vec<&str> = files
+        .names()
+        .filter(|n| !expected.contains(*n) && !IGNORED_TENSORS.iter().any(|i| n.ends_with(i)))
+        .filter(|n| !(config.tie_word_embeddings && *n == "lm_head.weight"))
+        .collect();
+    if !unexpected.is_empty() {
+        unexpected.sort();
+        eprintln!(
+            "warning: {}: {} tensors that a LLaMA of this config does not use, e.g. {:?}",
+            dir.display(),
+            unexpected.len(),
+            &unexpected[..unexpected.len().min(3)]
+        );
+    }
+    let mut source = |name: &str, _shape: &[usize]| files.read_f32(name);
+    Llama::from_weights(config, &mut source, device)
+        .with_context(|| format!("cannot load model from {}", dir.display()))
+}
+
+/// Saves `model` as a Hugging Face directory, with the tokenizer files of `tokenizer_from` when
+/// given. The directory is written under a temporary name and renamed into place.
+pub fn save_model(
+    model: &Llama,
+    tokenizer_from: Option<&Path>,
+    dir: &Path,
+    dtype: SaveDtype,
+) -> Result<()> {
+    write_dir_atomically(dir, |tmp| {
+        let config = model.config.to_json(dtype.torch_name());
+        std::fs::write(
+            tmp.join("config.json"),
+            serde_json::to_string_pretty(&config)?,
+        )?;
+        safetensors_dir::write_weights(tmp, &model.checkpoint_weights(), dtype, MAX_SHARD_BYTES)?;
+        if let Some(src) = tokenizer_from {
+            copy_tokenizer_files(src, tmp)?;
+        }
+        Ok(())
+    })
+}
+
+pub fn copy_tokenizer_files(from: &Path, to: &Path) -> Result<()> {
+    for name in TOKENIZER_FILES {
+        let src = from.join(name);
+        if src.exists() {
+            std::fs::copy(&src, to.join(name))
+                .with_context(|| format!("cannot copy {}", src.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Fills a fresh temporary directory with `fill`, then swaps it in for `dir`. A crash at any point
+/// leaves either the old directory or the new one complete at `dir`, or the old one at
+/// `dir.old-<pid>` during the swap itself.
+pub fn write_dir_atomically(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = dir
+        .file_name()
+        .with_context(|| format!("{}: not a directory name", dir.display()))?;
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let pid = std::process::id();
+    let tmp = parent.join(format!(".{}.tmp-{pid}", name.to_string_lossy()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    std::fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    if let Err(e) = fill(&tmp).and_then(|_| sync_dir_files(&tmp)) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if dir.exists() {
+        let old = parent.join(format!(".{}.old-{pid}", name.to_string_lossy()));
+        std::fs::rename(dir, &old)
+            .with_context(|| format!("cannot move {} aside", dir.display()))?;
+        std::fs::rename(&tmp, dir)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), dir.display()))?;
+        std::fs::remove_dir_all(&old)?;
+    } else {
+        std::fs::rename(&tmp, dir)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Flushes every file so the rename that follows never publishes half-written data.
+fn sync_dir_files(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_file() {
+            std::fs::File::open(&path)?.sync_all()?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,17 @@
+//! rrhf: align LLaMA-family language models with human preferences by RRHF (Yuan et al. 2023),
+//! on any GPU wgpu reaches, or on the CPU.
+//!
+//! One module per stage of the data flow: `model` (the LLaMA), `checkpoint` (Hugging Face
+//! directories and GGUF import), `tokenizer` (tokens and chat templates), `data` (batches),
+//! `kernels` (sequence log-prob and ranking reductions), `loss` (the RRHF loss), `sampling`
+//! (generation), `device` (where tensors live) and `cli`.
+
+pub mod checkpoint;
+pub mod cli;
+pub mod data;
+pub mod device;
+pub mod kernels;
+pub mod loss;
+pub mod model;
+pub mod sampling;
+pub mod tokenizer;

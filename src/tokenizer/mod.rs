@@ -1,0 +1,201 @@
+//! Text to tokens and back, with the checkpoint's special tokens and chat template.
+//!
+//! The tokenisation of RRHF data follows DESIGN.md: the (templated) query is encoded with the
+//! tokenizer's own special tokens, and a BOS that both the template and the tokenizer put there
+//! appears once; a response is encoded with no special tokens and gets EOS appended.
+
+mod chat_template;
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+pub use chat_template::ChatTemplate;
+
+use crate::model::LlamaConfig;
+
+/// Whether text is wrapped in the checkpoint's chat template.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Deserialize,
+    serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum TemplateMode {
+    /// Use the checkpoint's template when it has one, raw text otherwise.
+    #[default]
+    Auto,
+    /// Always raw text.
+    None,
+}
+
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    template: Option<ChatTemplate>,
+    bos: Option<(String, u32)>,
+    eos: (String, u32),
+    /// Every id that ends generation (EOS, and e.g. LLaMA 3's `<|eot_id|>`).
+    stop_ids: Vec<u32>,
+}
+
+/// A special-token entry of tokenizer_config.json: a string or `{"content": ...}`.
+fn special_token(config: Option<&Value>, key: &str) -> Option<String> {
+    match config?.get(key)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("content").and_then(Value::as_str).map(String::from),
+        _ => None,
+    }
+}
+
+fn read_json(path: &Path) -> Result<Option<Value>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .with_context(|| format!("{}: not valid JSON", path.display()))
+}
+
+impl Tokenizer {
+    /// Loads `tokenizer.json` and the special tokens and chat template of a checkpoint directory.
+    pub fn load(dir: &Path, config: &LlamaConfig) -> Result<Self> {
+        let path = dir.join("tokenizer.json");
+        if !path.exists() {
+            bail!(
+                "{}: no tokenizer.json (rrhf reads Hugging Face fast tokenizers)",
+                dir.display()
+            );
+        }
+        let inner = tokenizers::Tokenizer::from_file(&path)
+            .map_err(|e| anyhow::anyhow!("{}: cannot load the tokenizer: {e}", path.display()))?;
+        let size = inner.get_vocab_size(true);
+        if size > config.vocab_size {
+            bail!(
+                "{} has {size} tokens but {} field `vocab_size` is {}: the tokenizer does not belong to this model",
+                path.display(),
+                dir.join("config.json").display(),
+                config.vocab_size
+            );
+        }
+        let tok_config = read_json(&dir.join("tokenizer_config.json"))?;
+        let generation = read_json(&dir.join("generation_config.json"))?;
+        let id_of = |token: &str, field: &str| -> Result<u32> {
+            inner.token_to_id(token).with_context(|| {
+                format!(
+                    "{} field `{field}` is {token:?}, which is not in tokenizer.json",
+                    dir.join("tokenizer_config.json").display()
+                )
+            })
+        };
+        let token_of = |id: u32| inner.id_to_token(id);
+
+        let bos = match special_token(tok_config.as_ref(), "bos_token") {
+            Some(t) => Some((t.clone(), id_of(&t, "bos_token")?)),
+            None => config
+                .bos_token_id
+                .and_then(|id| token_of(id).map(|t| (t, id))),
+        };
+        let eos = match special_token(tok_config.as_ref(), "eos_token") {
+            Some(t) => (t.clone(), id_of(&t, "eos_token")?),
+            None => {
+                let id = *config.eos_token_ids.first().with_context(|| {
+                    format!(
+                        "{}: no EOS token in tokenizer_config.json or config.json",
+                        dir.display()
+                    )
+                })?;
+                (token_of(id).unwrap_or_default(), id)
+            }
+        };
+        let mut stop_ids = vec![eos.1];
+        stop_ids.extend(&config.eos_token_ids);
+        if let Some(g) = generation.as_ref().and_then(|g| g.get("eos_token_id")) {
+            let ids: Vec<u32> = match g {
+                Value::Array(a) => a
+                    .iter()
+                    .filter_map(Value::as_u64)
+                    .map(|v| v as u32)
+                    .collect(),
+                v => v.as_u64().map(|v| v as u32).into_iter().collect(),
+            };
+            stop_ids.extend(ids);
+        }
+        stop_ids.sort_unstable();
+        stop_ids.dedup();
+        let template = ChatTemplate::from_dir(dir, tok_config.as_ref())?;
+        Ok(Self {
+            inner,
+            template,
+            bos,
+            eos,
+            stop_ids,
+        })
+    }
+
+    pub fn has_template(&self) -> bool {
+        self.template.is_some()
+    }
+
+    pub fn eos_id(&self) -> u32 {
+        self.eos.1
+    }
+
+    pub fn stop_ids(&self) -> &[u32] {
+        &self.stop_ids
+    }
+
+    /// The query text as the model sees it: templated (per `mode`) but not yet tokenised.
+    pub fn query_text(&self, query: &str, mode: TemplateMode) -> Result<String> {
+        match (&self.template, mode) {
+            (Some(t), TemplateMode::Auto) => {
+                let bos = self.bos.as_ref().map_or("", |(s, _)| s.as_str());
+                t.render_user(query, bos, &self.eos.0)
+            }
+            _ => Ok(query.to_string()),
+        }
+    }
+
+    /// Token ids of a query: templated, with the tokenizer's special tokens, BOS at most once.
+    pub fn encode_query(&self, query: &str, mode: TemplateMode) -> Result<Vec<u32>> {
+        let text = self.query_text(query, mode)?;
+        let mut ids = self.encode(&text, true)?;
+        if let Some((_, bos)) = self.bos
+            && ids.len() >= 2
+            && ids[0] == bos
+            && ids[1] == bos
+        {
+            ids.remove(0);
+        }
+        Ok(ids)
+    }
+
+    /// Token ids of a response: no special tokens, then EOS.
+    pub fn encode_response(&self, response: &str) -> Result<Vec<u32>> {
+        let mut ids = self.encode(response, false)?;
+        ids.push(self.eos.1);
+        Ok(ids)
+    }
+
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, add_special_tokens)
+            .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        self.inner
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))
+    }
+}

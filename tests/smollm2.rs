@@ -1,0 +1,126 @@
+//! SmolLM2-135M-Instruct converted from its GGUF by `rrhf convert`, against transformers
+//! (tests/fixtures/smollm2_reference.json, written by make_smollm2_reference.py). Skipped with a
+//! message when the model directory is absent; scripts/test.sh fetches it.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::{fixture, json};
+
+fn model_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("RRHF_SMOLLM2")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct")
+        });
+    if dir.join("model.safetensors").exists() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "SKIPPED: no SmolLM2-135M-Instruct at {} (run scripts/fetch-smollm2.sh)",
+            dir.display()
+        );
+        None
+    }
+}
+
+fn rrhf(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_rrhf"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rrhf {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn greedy_answer_names_paris_like_transformers() {
+    let Some(dir) = model_dir() else { return };
+    let reference = json(&fixture("smollm2_reference.json"));
+    let answer = rrhf(&[
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt",
+        "What is the capital of France?",
+        "--max-new-tokens",
+        "32",
+        "--device",
+        "cpu",
+    ]);
+    assert!(answer.contains("Paris"), "{answer}");
+    assert_eq!(
+        answer.trim(),
+        reference["greedy_answer"].as_str().unwrap().trim()
+    );
+}
+
+#[test]
+fn logprob_agrees_with_transformers() {
+    let Some(dir) = model_dir() else { return };
+    let reference = json(&fixture("smollm2_reference.json"));
+    for (mode, key) in [("auto", "template_auto"), ("none", "template_none")] {
+        let out = rrhf(&[
+            "logprob",
+            "--model",
+            dir.to_str().unwrap(),
+            "--query",
+            reference["question"].as_str().unwrap(),
+            "--response",
+            reference["response"].as_str().unwrap(),
+            "--template",
+            mode,
+            "--device",
+            "cpu",
+        ]);
+        let got: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let want = &reference["logprob"][key];
+        assert_eq!(got["tokens"], want["tokens"]);
+        let (g, w) = (got["sum"].as_f64().unwrap(), want["sum"].as_f64().unwrap());
+        assert!(
+            (g - w).abs() <= 1e-3 * w.abs(),
+            "template {mode}: rrhf {g} vs transformers {w}"
+        );
+    }
+}
+
+#[test]
+fn tokenizer_rebuilt_from_gguf_matches_reference_ids() {
+    let Some(dir) = model_dir() else { return };
+    let reference = json(&fixture("smollm2_reference.json"));
+    let config = rrhf::checkpoint::load_config(&dir).unwrap();
+    let tok = rrhf::tokenizer::Tokenizer::load(&dir, &config).unwrap();
+    // transformers building its own tokenizer from the GGUF is the independent reference.
+    for (text, ids) in reference["token_ids_transformers_gguf_tokenizer"]
+        .as_object()
+        .unwrap()
+    {
+        let want: Vec<u32> = ids
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(tok.encode(text, false).unwrap(), want, "{text:?}");
+    }
+    let q = tok
+        .encode_query(
+            reference["question"].as_str().unwrap(),
+            rrhf::tokenizer::TemplateMode::Auto,
+        )
+        .unwrap();
+    let want: Vec<u32> = reference["templated_query_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    assert_eq!(q, want);
+}
