@@ -239,7 +239,17 @@ impl Llama {
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
-            None => linear(hidden, self.embed_tokens.weight.val().transpose(), None),
+            // E·hᵀ rather than h·Eᵀ: burn's CPU backends multiply a transposed [V, d] operand
+            // an order of magnitude slower (ndarray: 455 ms against 27 ms for one token of SmolLM2).
+            None => {
+                let [b, t, d] = hidden.dims();
+                let embed = self.embed_tokens.weight.val();
+                let v = embed.dims()[0];
+                embed
+                    .matmul(hidden.reshape([b * t, d]).transpose())
+                    .transpose()
+                    .reshape([b, t, v])
+            }
         }
     }
 
