@@ -6,7 +6,7 @@
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::data::ScoredBatch;
-use crate::kernels::seq_logprob_reference;
+use crate::kernels::sequence_logprob;
 use crate::model::Llama;
 
 /// Per sequence of `batch`: summed log-probability of the response tokens, and their count.
@@ -18,5 +18,6 @@ pub fn sequence_logprobs(model: &Llama, batch: &ScoredBatch) -> (Tensor<1>, Tens
         Tensor::<2, Int>::from_data(TensorData::new(batch.targets.clone(), shape), &device);
     let mask = Tensor::<2>::from_data(TensorData::new(batch.target_mask.clone(), shape), &device);
     let logits = model.forward(tokens, Some(&batch.key_valid));
-    seq_logprob_reference(logits, targets, mask)
+    let count = mask.clone().sum_dim(1).reshape([batch.rows]);
+    (sequence_logprob(logits, targets, mask), count)
 }

@@ -1,24 +1,181 @@
-//! The two reductions at the heart of RRHF, each with a reference made of plain burn tensor ops.
+//! The two reductions at the heart of RRHF, each with a forward and a backward pass:
 //!
-//! Sequence log-prob: from logits `[S, T, V]`, targets `[S, T]` and a target mask `[S, T]`, the
-//! summed log-probability of the masked targets per sequence and their count.
+//! - sequence log-prob: from logits `[S, T, V]`, targets `[S, T]` and a target mask `[S, T]`, the
+//!   summed log-probability of the masked targets of each sequence, without materialising
+//!   `log_softmax` over the vocabulary;
+//! - ranking loss: from sequence scores `p [Q, K]`, rewards `[Q, K]` and slot validity `[Q, K]`,
+//!   RRHF's hinge sum per query.
+//!
+//! Both live behind one backend-extension trait, [`RrhfKernels`]: hand-written WGSL shaders
+//! (`shaders/`, wired in `wgsl.rs`) on the wgpu device, the burn-ops reference (`reference.rs`)
+//! on the CPU backend, and a hand-written autodiff wrapper (`autodiff.rs`) that attaches the
+//! backward passes to either.
 
-use burn::tensor::activation::log_softmax;
+mod autodiff;
+pub mod reference;
+mod wgsl;
+
+use burn::backend::tensor::{FloatTensor, IntTensor};
+#[allow(unused_imports)] // `Autodiff` is named by the macro's selector list.
+use burn::backend::{Autodiff, Dispatch, Flex, backend_extension};
 use burn::tensor::{Int, Tensor};
 
-/// Reference sequence log-prob: `(sum [S], count [S])`.
-///
-/// Materialises `log_softmax` over the whole vocabulary; the oracle the kernels are tested against.
-pub fn seq_logprob_reference(
+#[backend_extension(Autodiff, Cube, Flex)]
+pub trait RrhfKernels: burn::backend::Backend {
+    /// `(sum [S], lse [S, T])`: summed masked target log-probs, and the row logsumexps
+    /// (0 on masked rows) that the backward pass reuses.
+    fn seq_logprob_forward(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        mask: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// `d logits [S, T, V]` from the gradient of the sums `[S]`.
+    fn seq_logprob_backward(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        mask: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// The hinge sum per query `[Q]`.
+    fn rank_loss_forward(
+        p: FloatTensor<Self>,
+        rewards: FloatTensor<Self>,
+        valid: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// `d p [Q, K]` from the gradient of the per-query losses `[Q]`.
+    fn rank_loss_backward(
+        p: FloatTensor<Self>,
+        rewards: FloatTensor<Self>,
+        valid: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+}
+
+/// Summed log-prob of the masked targets of each sequence `[S]`; differentiable in `logits`.
+pub fn sequence_logprob(logits: Tensor<3>, targets: Tensor<2, Int>, mask: Tensor<2>) -> Tensor<1> {
+    seq_logprob_with_lse(logits, targets, mask).0
+}
+
+/// [`sequence_logprob`] together with the row logsumexps `[S, T]` it computed.
+pub fn seq_logprob_with_lse(
     logits: Tensor<3>,
     targets: Tensor<2, Int>,
     mask: Tensor<2>,
-) -> (Tensor<1>, Tensor<1>) {
-    let [s, t, _] = logits.dims();
-    let token_logp = log_softmax(logits, 2)
-        .gather(2, targets.reshape([s, t, 1]))
-        .reshape([s, t]);
-    let sum = (token_logp * mask.clone()).sum_dim(1).reshape([s]);
-    let count = mask.sum_dim(1).reshape([s]);
-    (sum, count)
+) -> (Tensor<1>, Tensor<2>) {
+    let (sum, lse) = <Dispatch as RrhfKernels>::seq_logprob_forward(
+        logits.into_dispatch(),
+        targets.into_dispatch(),
+        mask.into_dispatch(),
+    );
+    (Tensor::from_dispatch(sum), Tensor::from_dispatch(lse))
+}
+
+/// The backward pass of [`sequence_logprob`] on its own, for tests and benchmarks.
+pub fn sequence_logprob_backward(
+    logits: Tensor<3>,
+    targets: Tensor<2, Int>,
+    mask: Tensor<2>,
+    lse: Tensor<2>,
+    grad: Tensor<1>,
+) -> Tensor<3> {
+    Tensor::from_dispatch(<Dispatch as RrhfKernels>::seq_logprob_backward(
+        logits.into_dispatch(),
+        targets.into_dispatch(),
+        mask.into_dispatch(),
+        lse.into_dispatch(),
+        grad.into_dispatch(),
+    ))
+}
+
+/// RRHF's ranking loss per query `[Q]`; differentiable in `p`. `valid` is 1 for real response
+/// slots and 0 for the padding of queries with fewer responses.
+pub fn ranking_loss(p: Tensor<2>, rewards: Tensor<2>, valid: Tensor<2>) -> Tensor<1> {
+    Tensor::from_dispatch(<Dispatch as RrhfKernels>::rank_loss_forward(
+        p.into_dispatch(),
+        rewards.into_dispatch(),
+        valid.into_dispatch(),
+    ))
+}
+
+/// The backward pass of [`ranking_loss`] on its own, for tests and benchmarks.
+pub fn ranking_loss_backward(
+    p: Tensor<2>,
+    rewards: Tensor<2>,
+    valid: Tensor<2>,
+    grad: Tensor<1>,
+) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as RrhfKernels>::rank_loss_backward(
+        p.into_dispatch(),
+        rewards.into_dispatch(),
+        valid.into_dispatch(),
+        grad.into_dispatch(),
+    ))
+}
+
+/// The CPU backend runs the reference: wrap its primitives as tensors, call the burn-ops
+/// functions, unwrap the results.
+impl RrhfKernels for Flex {
+    fn seq_logprob_forward(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        mask: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (sum, lse) = reference::seq_logprob_forward(
+            Tensor::from_primitive::<Flex>(logits),
+            Tensor::from_primitive::<Flex>(targets),
+            Tensor::from_primitive::<Flex>(mask),
+        );
+        (flex(sum), flex(lse))
+    }
+
+    fn seq_logprob_backward(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        mask: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        flex(reference::seq_logprob_backward(
+            Tensor::from_primitive::<Flex>(logits),
+            Tensor::from_primitive::<Flex>(targets),
+            Tensor::from_primitive::<Flex>(mask),
+            Tensor::from_primitive::<Flex>(lse),
+            Tensor::from_primitive::<Flex>(grad),
+        ))
+    }
+
+    fn rank_loss_forward(
+        p: FloatTensor<Self>,
+        rewards: FloatTensor<Self>,
+        valid: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        flex(reference::rank_loss_forward(
+            Tensor::from_primitive::<Flex>(p),
+            Tensor::from_primitive::<Flex>(rewards),
+            Tensor::from_primitive::<Flex>(valid),
+        ))
+    }
+
+    fn rank_loss_backward(
+        p: FloatTensor<Self>,
+        rewards: FloatTensor<Self>,
+        valid: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        flex(reference::rank_loss_backward(
+            Tensor::from_primitive::<Flex>(p),
+            Tensor::from_primitive::<Flex>(rewards),
+            Tensor::from_primitive::<Flex>(valid),
+            Tensor::from_primitive::<Flex>(grad),
+        ))
+    }
+}
+
+fn flex<const D: usize>(t: Tensor<D>) -> FloatTensor<Flex> {
+    t.try_into_primitive::<Flex>()
+        .expect("the reference keeps tensors on the CPU backend")
 }

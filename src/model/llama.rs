@@ -8,7 +8,6 @@
 use burn::module::Module;
 use burn::nn::{Embedding, Linear, RmsNorm};
 use burn::tensor::activation::{silu, softmax};
-use burn::tensor::module::linear;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::config::LlamaConfig;

@@ -1,0 +1,90 @@
+//! The kernels written with plain burn tensor ops: the oracle the WGSL shaders are tested
+//! against, and the implementation on every backend that is not wgpu.
+//!
+//! The forward functions are differentiable by burn's own autodiff, which is how the
+//! hand-written backward functions beside them are checked.
+
+use burn::tensor::activation::relu;
+use burn::tensor::{IndexingUpdateOp, Int, Tensor};
+
+/// Per sequence, the summed log-prob of the masked targets `[S]`, and the per-row logsumexp
+/// `[S, T]` the backward pass reuses.
+pub fn seq_logprob_forward(
+    logits: Tensor<3>,
+    targets: Tensor<2, Int>,
+    mask: Tensor<2>,
+) -> (Tensor<1>, Tensor<2>) {
+    let [s, t, _] = logits.dims();
+    let lse = logsumexp_last(logits.clone());
+    let target_logit = logits.gather(2, targets.reshape([s, t, 1]));
+    let token_logp = (target_logit - lse.clone()).reshape([s, t]) * mask;
+    (token_logp.sum_dim(1).reshape([s]), lse.reshape([s, t]))
+}
+
+/// `d logits = g * mask * (onehot(target) - softmax)`.
+pub fn seq_logprob_backward(
+    logits: Tensor<3>,
+    targets: Tensor<2, Int>,
+    mask: Tensor<2>,
+    lse: Tensor<2>,
+    grad: Tensor<1>,
+) -> Tensor<3> {
+    let [s, t, _] = logits.dims();
+    let weight = (grad.reshape([s, 1]) * mask).reshape([s, t, 1]);
+    let softmax = (logits - lse.reshape([s, t, 1])).exp();
+    (softmax * -weight.clone()).scatter(
+        2,
+        targets.reshape([s, t, 1]),
+        weight,
+        IndexingUpdateOp::Add,
+    )
+}
+
+fn logsumexp_last(x: Tensor<3>) -> Tensor<3> {
+    let max = x.clone().max_dim(2).detach();
+    (x - max.clone()).exp().sum_dim(2).log() + max
+}
+
+/// RRHF's hinge per query `[Q]`: the sum over slot pairs with r_i < r_j of max(0, p_i - p_j).
+pub fn rank_loss_forward(p: Tensor<2>, rewards: Tensor<2>, valid: Tensor<2>) -> Tensor<1> {
+    let [q, _] = p.dims();
+    let pairs = ordered_pairs(rewards, valid);
+    (relu(pairwise_gap(p)) * pairs)
+        .sum_dim(2)
+        .sum_dim(1)
+        .reshape([q])
+}
+
+/// `d p_i = g * (#{j: r_i < r_j, p_i > p_j} - #{j: r_j < r_i, p_j > p_i})`.
+pub fn rank_loss_backward(
+    p: Tensor<2>,
+    rewards: Tensor<2>,
+    valid: Tensor<2>,
+    grad: Tensor<1>,
+) -> Tensor<2> {
+    let [q, k] = p.dims();
+    let active = ordered_pairs(rewards, valid) * pairwise_gap(p).greater_elem(0.0).float();
+    let as_lower = active.clone().sum_dim(2).reshape([q, k]);
+    let as_higher = active.sum_dim(1).reshape([q, k]);
+    (as_lower - as_higher) * grad.reshape([q, 1])
+}
+
+/// `[Q, K, K]`: p_i - p_j at `[q, i, j]`.
+fn pairwise_gap(p: Tensor<2>) -> Tensor<3> {
+    let [q, k] = p.dims();
+    p.clone().reshape([q, k, 1]).expand([q, k, k]) - p.reshape([q, 1, k]).expand([q, k, k])
+}
+
+/// `[Q, K, K]`: 1 where both slots are real responses and r_i < r_j.
+fn ordered_pairs(rewards: Tensor<2>, valid: Tensor<2>) -> Tensor<3> {
+    let [q, k] = rewards.dims();
+    let lower = rewards
+        .clone()
+        .reshape([q, k, 1])
+        .expand([q, k, k])
+        .lower(rewards.reshape([q, 1, k]).expand([q, k, k]))
+        .float();
+    let both_valid = valid.clone().reshape([q, k, 1]).expand([q, k, k])
+        * valid.reshape([q, 1, k]).expand([q, k, k]);
+    lower * both_valid
+}

@@ -1,0 +1,344 @@
+//! The WGSL kernels (wgpu device) and the reference path (CPU device) against the burn-ops
+//! oracle, forward and backward, on random inputs and on the edges; and the gradients against
+//! finite differences.
+
+mod common;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rrhf::kernels::{
+    ranking_loss, ranking_loss_backward, reference, seq_logprob_with_lse, sequence_logprob,
+    sequence_logprob_backward,
+};
+
+/// Host-side inputs of the sequence log-prob kernel.
+struct LogprobCase {
+    s: usize,
+    t: usize,
+    v: usize,
+    logits: Vec<f32>,
+    targets: Vec<i64>,
+    mask: Vec<f32>,
+}
+
+impl LogprobCase {
+    fn random(s: usize, t: usize, v: usize, scale: f32, seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        Self {
+            s,
+            t,
+            v,
+            logits: (0..s * t * v)
+                .map(|_| rng.random_range(-1.0..1.0) * scale)
+                .collect(),
+            targets: (0..s * t).map(|_| rng.random_range(0..v as i64)).collect(),
+            mask: (0..s * t)
+                .map(|_| f32::from(rng.random_bool(0.7)))
+                .collect(),
+        }
+    }
+
+    fn tensors(&self, device: &Device) -> (Tensor<3>, Tensor<2, Int>, Tensor<2>) {
+        let (s, t, v) = (self.s, self.t, self.v);
+        (
+            Tensor::from_data(TensorData::new(self.logits.clone(), [s, t, v]), device),
+            Tensor::from_data(TensorData::new(self.targets.clone(), [s, t]), device),
+            Tensor::from_data(TensorData::new(self.mask.clone(), [s, t]), device),
+        )
+    }
+}
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.try_into_vec_as().unwrap()
+}
+
+/// `|a - b| <= rel * max(|b|, floor)` element-wise, with the worst offender in the message.
+fn assert_close(what: &str, got: &[f32], want: &[f32], rel: f32, floor: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    let mut worst = (0.0f32, 0usize);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(g.is_finite(), "{what}[{i}] = {g}, want {w}");
+        let err = (g - w).abs() / w.abs().max(floor);
+        if err > worst.0 {
+            worst = (err, i);
+        }
+    }
+    let i = worst.1;
+    assert!(
+        worst.0 <= rel,
+        "{what}: relative error {:.3e} at [{i}]: got {}, want {}",
+        worst.0,
+        got[i],
+        want[i]
+    );
+}
+
+fn check_logprob_case(name: &str, case: &LogprobCase) {
+    let mut rng = StdRng::seed_from_u64(7);
+    let seq_grad: Vec<f32> = (0..case.s).map(|_| rng.random_range(-2.0..2.0)).collect();
+    for dev in common::test_devices() {
+        let what = format!("{name} on {dev:?}");
+        let device = dev.device.clone().autodiff();
+
+        // Oracle: burn ops, differentiated by burn.
+        let (logits, targets, mask) = case.tensors(&device);
+        let logits = logits.require_grad();
+        let (want_sum, _) = reference::seq_logprob_forward(logits.clone(), targets, mask);
+        let g = Tensor::<1>::from_data(TensorData::new(seq_grad.clone(), [case.s]), &device);
+        let grads = (want_sum.clone() * g.clone()).sum().backward();
+        let want_grad = host(logits.grad(&grads).unwrap());
+        let want_sum = host(want_sum);
+
+        // Kernel, through the hand-written autodiff node.
+        let (logits, targets, mask) = case.tensors(&device);
+        let logits = logits.require_grad();
+        let got_sum = sequence_logprob(logits.clone(), targets, mask);
+        let grads = (got_sum.clone() * g).sum().backward();
+        let got_grad = host(logits.grad(&grads).unwrap());
+        assert_close(
+            &format!("{what}: sum"),
+            &host(got_sum),
+            &want_sum,
+            1e-5,
+            1.0,
+        );
+        assert_close(
+            &format!("{what}: d logits"),
+            &got_grad,
+            &want_grad,
+            1e-5,
+            1e-3,
+        );
+
+        // The backward kernel on its own, from the logsumexp the forward kernel saved.
+        let (logits, targets, mask) = case.tensors(&dev.device);
+        let (_, lse) = seq_logprob_with_lse(logits.clone(), targets.clone(), mask.clone());
+        let g = Tensor::<1>::from_data(TensorData::new(seq_grad.clone(), [case.s]), &dev.device);
+        let direct = sequence_logprob_backward(logits, targets, mask, lse, g);
+        assert_close(
+            &format!("{what}: backward kernel"),
+            &host(direct),
+            &want_grad,
+            1e-5,
+            1e-3,
+        );
+    }
+}
+
+#[test]
+fn seq_logprob_matches_reference_on_random_inputs() {
+    check_logprob_case("random", &LogprobCase::random(3, 5, 1000, 4.0, 1));
+}
+
+#[test]
+fn seq_logprob_edges() {
+    // T = 1, V below and just above the workgroup size, V and T not multiples of anything.
+    check_logprob_case("T=1", &LogprobCase::random(2, 1, 257, 1.0, 2));
+    check_logprob_case("V=3", &LogprobCase::random(2, 7, 3, 1.0, 3));
+    check_logprob_case("V=1", &LogprobCase::random(1, 4, 1, 1.0, 4));
+    // Logits around 1e4 overflow a naive exp: the logsumexp must stay finite.
+    check_logprob_case("large logits", &LogprobCase::random(2, 3, 513, 1e4, 5));
+    // Fully masked rows and a fully masked sequence score 0 and get no gradient.
+    let mut masked = LogprobCase::random(3, 4, 300, 2.0, 6);
+    masked.mask[..4].fill(0.0);
+    masked.mask[6] = 0.0;
+    check_logprob_case("masked rows", &masked);
+}
+
+#[test]
+fn seq_logprob_of_masked_sequence_is_zero_with_zero_gradient() {
+    let mut case = LogprobCase::random(2, 3, 50, 1.0, 8);
+    case.mask[..3].fill(0.0);
+    for dev in common::test_devices() {
+        let device = dev.device.clone().autodiff();
+        let (logits, targets, mask) = case.tensors(&device);
+        let logits = logits.require_grad();
+        let sum = sequence_logprob(logits.clone(), targets, mask);
+        let grads = sum.clone().sum().backward();
+        assert_eq!(host(sum)[0], 0.0, "{dev:?}");
+        let grad = host(logits.grad(&grads).unwrap());
+        assert!(grad[..3 * 50].iter().all(|&g| g == 0.0), "{dev:?}");
+        assert!(grad[3 * 50..].iter().any(|&g| g != 0.0), "{dev:?}");
+    }
+}
+
+#[test]
+fn seq_logprob_gradient_matches_finite_differences() {
+    let case = LogprobCase::random(2, 3, 11, 1.0, 9);
+    let eps = 1e-2f32;
+    for dev in common::test_devices() {
+        let device = dev.device.clone().autodiff();
+        let total = |logits: &[f32]| -> f32 {
+            let c = LogprobCase {
+                logits: logits.to_vec(),
+                targets: case.targets.clone(),
+                mask: case.mask.clone(),
+                ..case
+            };
+            let (l, t, m) = c.tensors(&dev.device);
+            host(sequence_logprob(l, t, m)).iter().sum()
+        };
+        let (logits, targets, mask) = case.tensors(&device);
+        let logits = logits.require_grad();
+        let grads = sequence_logprob(logits.clone(), targets, mask)
+            .sum()
+            .backward();
+        let analytic = host(logits.grad(&grads).unwrap());
+        for i in (0..case.logits.len()).step_by(5) {
+            let mut up = case.logits.clone();
+            up[i] += eps;
+            let mut down = case.logits.clone();
+            down[i] -= eps;
+            let numeric = (total(&up) - total(&down)) / (2.0 * eps);
+            assert!(
+                (numeric - analytic[i]).abs() < 2e-3,
+                "{dev:?}: d/dlogits[{i}] analytic {} numeric {numeric}",
+                analytic[i]
+            );
+        }
+    }
+}
+
+/// Host-side inputs of the ranking kernel.
+struct RankCase {
+    q: usize,
+    k: usize,
+    p: Vec<f32>,
+    rewards: Vec<f32>,
+    valid: Vec<f32>,
+}
+
+impl RankCase {
+    fn random(q: usize, k: usize, seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        Self {
+            q,
+            k,
+            p: (0..q * k).map(|_| rng.random_range(-3.0..0.0)).collect(),
+            // Few distinct values, so ties occur.
+            rewards: (0..q * k).map(|_| rng.random_range(0..4) as f32).collect(),
+            valid: (0..q * k)
+                .map(|_| f32::from(rng.random_bool(0.85)))
+                .collect(),
+        }
+    }
+
+    fn tensors(&self, device: &Device) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
+        let shape = [self.q, self.k];
+        (
+            Tensor::from_data(TensorData::new(self.p.clone(), shape), device),
+            Tensor::from_data(TensorData::new(self.rewards.clone(), shape), device),
+            Tensor::from_data(TensorData::new(self.valid.clone(), shape), device),
+        )
+    }
+}
+
+fn check_rank_case(name: &str, case: &RankCase) {
+    let mut rng = StdRng::seed_from_u64(11);
+    let loss_grad: Vec<f32> = (0..case.q).map(|_| rng.random_range(0.5..2.0)).collect();
+    for dev in common::test_devices() {
+        let what = format!("{name} on {dev:?}");
+        let device = dev.device.clone().autodiff();
+        let g = Tensor::<1>::from_data(TensorData::new(loss_grad.clone(), [case.q]), &device);
+
+        let (p, r, valid) = case.tensors(&device);
+        let p = p.require_grad();
+        let want = reference::rank_loss_forward(p.clone(), r, valid);
+        let grads = (want.clone() * g.clone()).sum().backward();
+        let want_grad = host(p.grad(&grads).unwrap());
+        let want = host(want);
+
+        let (p, r, valid) = case.tensors(&device);
+        let p = p.require_grad();
+        let got = ranking_loss(p.clone(), r, valid);
+        let grads = (got.clone() * g).sum().backward();
+        assert_close(&format!("{what}: loss"), &host(got), &want, 1e-5, 1.0);
+        assert_close(
+            &format!("{what}: d p"),
+            &host(p.grad(&grads).unwrap()),
+            &want_grad,
+            1e-5,
+            1.0,
+        );
+
+        let (p, r, valid) = case.tensors(&dev.device);
+        let g = Tensor::<1>::from_data(TensorData::new(loss_grad.clone(), [case.q]), &dev.device);
+        let direct = ranking_loss_backward(p, r, valid, g);
+        assert_close(
+            &format!("{what}: backward kernel"),
+            &host(direct),
+            &want_grad,
+            1e-5,
+            1.0,
+        );
+    }
+}
+
+#[test]
+fn ranking_loss_matches_reference() {
+    check_rank_case("random", &RankCase::random(70, 6, 1));
+}
+
+#[test]
+fn ranking_loss_edges() {
+    check_rank_case("k=1", &RankCase::random(3, 1, 2));
+    let mut tied = RankCase::random(4, 5, 3);
+    tied.rewards.fill(1.0);
+    check_rank_case("all tied", &tied);
+    let mut empty_slots = RankCase::random(3, 4, 4);
+    empty_slots.valid[4..8].fill(0.0);
+    check_rank_case("padded slots", &empty_slots);
+}
+
+#[test]
+fn ranking_loss_values_by_hand() {
+    // r = [0, 1, 2], p = [-1, -2, -3]: every ordered pair is inverted.
+    // (0,1): -1 - -2 = 1; (0,2): 2; (1,2): 1  => 4. Slot 3 is padding and would add more.
+    let case = RankCase {
+        q: 1,
+        k: 4,
+        p: vec![-1.0, -2.0, -3.0, 5.0],
+        rewards: vec![0.0, 1.0, 2.0, -1.0],
+        valid: vec![1.0, 1.0, 1.0, 0.0],
+    };
+    for dev in common::test_devices() {
+        let (p, r, valid) = case.tensors(&dev.device);
+        assert_eq!(host(ranking_loss(p, r, valid)), vec![4.0], "{dev:?}");
+    }
+}
+
+#[test]
+fn ranking_loss_gradient_matches_finite_differences() {
+    let case = RankCase::random(4, 5, 12);
+    let eps = 1e-3f32;
+    for dev in common::test_devices() {
+        let total = |p: &[f32]| -> f32 {
+            let c = RankCase {
+                p: p.to_vec(),
+                rewards: case.rewards.clone(),
+                valid: case.valid.clone(),
+                ..case
+            };
+            let (p, r, v) = c.tensors(&dev.device);
+            host(ranking_loss(p, r, v)).iter().sum()
+        };
+        let device = dev.device.clone().autodiff();
+        let (p, r, valid) = case.tensors(&device);
+        let p = p.require_grad();
+        let grads = ranking_loss(p.clone(), r, valid).sum().backward();
+        let analytic = host(p.grad(&grads).unwrap());
+        for i in 0..case.p.len() {
+            let mut up = case.p.clone();
+            up[i] += eps;
+            let mut down = case.p.clone();
+            down[i] -= eps;
+            let numeric = (total(&up) - total(&down)) / (2.0 * eps);
+            assert!(
+                (numeric - analytic[i]).abs() < 1e-2,
+                "{dev:?}: d/dp[{i}] analytic {} numeric {numeric}",
+                analytic[i]
+            );
+        }
+    }
+}
