@@ -13,6 +13,7 @@ use crate::loss::sequence_logprobs;
 use crate::model::Llama;
 use crate::sampling::{SamplingConfig, generate};
 use crate::tokenizer::{TemplateMode, Tokenizer};
+use crate::train::{RunOptions, TrainConfig, train};
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +48,25 @@ enum Command {
     Generate(GenerateArgs),
     /// Print the RRHF sequence score of a response: `{"sum", "tokens", "mean"}` of its token log-probs.
     Logprob(LogprobArgs),
+    /// Train with the RRHF loss on ranked data, as a TOML config describes.
+    Train(TrainArgs),
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// The run's TOML config (see configs/).
+    #[arg(long)]
+    config: PathBuf,
+    /// Override a config key: `--set train.lr=1e-5` (repeatable; the value is TOML).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Continue from a checkpoint directory (`<output.dir>/checkpoint-N`).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Stop after this many steps in all, with a checkpoint, as if interrupted; the schedule still
+    /// spans the whole run, so `--resume` continues it.
+    #[arg(long)]
+    stop_after: Option<usize>,
 }
 
 /// Options every command that runs a model takes.
@@ -104,6 +124,7 @@ pub fn run() -> Result<()> {
         }
         Command::Generate(args) => generate_cmd(args),
         Command::Logprob(args) => logprob_cmd(args),
+        Command::Train(args) => train_cmd(args),
     }
 }
 
@@ -207,6 +228,30 @@ fn logprob_cmd(args: LogprobArgs) -> Result<()> {
     let count = count.into_scalar::<f32>() as usize;
     ensure!(count > 0, "the response has no tokens");
     let line = serde_json::json!({"sum": sum, "tokens": count, "mean": sum / count as f64});
+    println!("{line}");
+    Ok(())
+}
+
+fn train_cmd(args: TrainArgs) -> Result<()> {
+    let config = TrainConfig::load(&args.config, &args.set)?;
+    let started = Instant::now();
+    let summary = train(
+        &config,
+        &RunOptions {
+            resume: args.resume,
+            stop_after: args.stop_after,
+        },
+    )?;
+    let mut line = serde_json::json!({
+        "steps": summary.steps,
+        "loss": summary.last_loss,
+        "saved": summary.saved,
+        "seconds": started.elapsed().as_secs_f64(),
+    });
+    if let Some(eval) = summary.eval {
+        line["eval_loss"] = eval.loss.into();
+        line["eval_rank_accuracy"] = eval.rank_accuracy.into();
+    }
     println!("{line}");
     Ok(())
 }

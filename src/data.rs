@@ -1,9 +1,295 @@
-//! Token sequences packed into batches for the model.
+//! Ranked data: JSONL files read, checked, tokenised, truncated and packed into batches.
+//!
+//! Two line formats: `{"query": str, "responses": [str, ...], "scores": [number, ...]}` (the
+//! original RRHF format) and `{"prompt": str, "chosen": str, "rejected": str}` (read as two
+//! responses with scores 1 and 0). Every error names the file, the line and the field.
 //!
 //! A scored sequence is a query followed by a response (which ends in EOS). The model reads the
 //! sequence without its last token and predicts the next one at every position; only predictions
-//! of response tokens (EOS included) count, never query tokens or padding. Rows are right-padded
-//! to the longest sequence of the batch, after any truncation.
+//! of response tokens (EOS included) count, never query tokens or padding. Sequences are truncated
+//! first and then right-padded to the longest one of their batch.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::tokenizer::{TemplateMode, Tokenizer};
+
+/// One line of a ranked file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RankedExample {
+    pub query: String,
+    pub responses: Vec<String>,
+    pub scores: Vec<f32>,
+    /// 1-based line number in its file, for messages.
+    pub line: usize,
+}
+
+/// Reads a ranked or pairwise JSONL file (blank lines are skipped).
+pub fn read_ranked_jsonl(path: &Path) -> Result<Vec<RankedExample>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read ranked data {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = format!("{}:{}", path.display(), i + 1);
+        out.push(parse_line(line, i + 1).with_context(|| at)?);
+    }
+    if out.is_empty() {
+        bail!("{}: no examples", path.display());
+    }
+    Ok(out)
+}
+
+fn parse_line(line: &str, number: usize) -> Result<RankedExample> {
+    let value: Value = match serde_json::from_str(line) {
+        Ok(v) => v,
+        Err(e) => {
+            // Python's json module writes NaN and Infinity, which JSON does not have.
+            if ["NaN", "Infinity"].iter().any(|w| line.contains(w)) {
+                bail!("not valid JSON ({e}); field `scores`: NaN and Infinity are not scores");
+            }
+            bail!("not valid JSON: {e}");
+        }
+    };
+    let Value::Object(obj) = &value else {
+        bail!("expected a JSON object, got {}", kind(&value));
+    };
+    let string = |field: &str| -> Result<String> {
+        match obj.get(field) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(other) => bail!("field `{field}`: expected a string, got {}", kind(other)),
+            None => bail!("field `{field}` is missing"),
+        }
+    };
+    if obj.contains_key("chosen") || obj.contains_key("rejected") {
+        let prompt_field = if obj.contains_key("prompt") {
+            "prompt"
+        } else {
+            "query"
+        };
+        return Ok(RankedExample {
+            query: string(prompt_field)?,
+            responses: vec![string("chosen")?, string("rejected")?],
+            scores: vec![1.0, 0.0],
+            line: number,
+        });
+    }
+    let responses: Vec<String> = match obj.get("responses") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(j, v)| match v {
+                Value::String(s) => Ok(s.clone()),
+                other => bail!(
+                    "field `responses[{j}]`: expected a string, got {}",
+                    kind(other)
+                ),
+            })
+            .collect::<Result<_>>()?,
+        Some(other) => bail!(
+            "field `responses`: expected a list of strings, got {}",
+            kind(other)
+        ),
+        None => bail!("field `responses` is missing (or give `prompt`, `chosen`, `rejected`)"),
+    };
+    if responses.is_empty() {
+        bail!("field `responses`: the list is empty");
+    }
+    let scores: Vec<f32> = match obj.get("scores") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(j, v)| match v.as_f64() {
+                Some(x) if x.is_finite() => Ok(x as f32),
+                _ => bail!("field `scores[{j}]`: expected a finite number, got {v}"),
+            })
+            .collect::<Result<_>>()?,
+        Some(other) => bail!(
+            "field `scores`: expected a list of numbers, got {}",
+            kind(other)
+        ),
+        None => bail!("field `scores` is missing"),
+    };
+    if scores.len() != responses.len() {
+        bail!(
+            "field `scores`: {} scores for {} responses",
+            scores.len(),
+            responses.len()
+        );
+    }
+    Ok(RankedExample {
+        query: string("query")?,
+        responses,
+        scores,
+        line: number,
+    })
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// How text becomes tokens.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenizeOptions {
+    /// Most tokens of query + response.
+    pub max_length: usize,
+    /// Queries longer than this keep their last tokens (left truncation); `None`: no limit
+    /// beyond `max_length`.
+    pub max_query_length: Option<usize>,
+    pub template: TemplateMode,
+}
+
+/// A ranked example as tokens: the query with its special tokens, each response with EOS.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenizedExample {
+    pub query: Vec<u32>,
+    pub responses: Vec<Vec<u32>>,
+    pub scores: Vec<f32>,
+    /// The line of its file, for messages.
+    pub line: usize,
+}
+
+/// Tokenises every example; `path` names the file in messages.
+pub fn tokenize_examples(
+    examples: &[RankedExample],
+    tokenizer: &Tokenizer,
+    opts: TokenizeOptions,
+    path: &Path,
+) -> Result<Vec<TokenizedExample>> {
+    examples
+        .iter()
+        .map(|ex| {
+            tokenize_example(ex, tokenizer, opts)
+                .with_context(|| format!("{}:{}", path.display(), ex.line))
+        })
+        .collect()
+}
+
+/// Truncation: the query is left-truncated to `max_query_length` (its end, next to the
+/// response, is what matters); a query that still leaves no room for a response under
+/// `max_length` is an error. Each response keeps its first `max_length - |query|` tokens; its EOS
+/// survives whenever the whole response fits.
+pub fn tokenize_example(
+    ex: &RankedExample,
+    tokenizer: &Tokenizer,
+    opts: TokenizeOptions,
+) -> Result<TokenizedExample> {
+    let mut query = tokenizer.encode_query(&ex.query, opts.template)?;
+    if let Some(limit) = opts.max_query_length
+        && query.len() > limit
+    {
+        query.drain(..query.len() - limit);
+    }
+    if query.len() >= opts.max_length {
+        bail!(
+            "field `query`: {} tokens leave no room for a response under max_length = {} \
+             (raise data.max_length, or set data.max_query_length to keep the query's end)",
+            query.len(),
+            opts.max_length
+        );
+    }
+    let room = opts.max_length - query.len();
+    let responses = ex
+        .responses
+        .iter()
+        .map(|r| {
+            let mut ids = tokenizer.encode_response(r)?;
+            ids.truncate(room);
+            Ok(ids)
+        })
+        .collect::<Result<_>>()?;
+    Ok(TokenizedExample {
+        query,
+        responses,
+        scores: ex.scores.clone(),
+        line: ex.line,
+    })
+}
+
+/// Several queries with their responses, as one batch of sequences plus the bookkeeping the
+/// RRHF loss needs. Sequences are query-major: all responses of query 0, then of query 1, ...
+#[derive(Debug, Clone)]
+pub struct RankBatch {
+    pub sequences: ScoredBatch,
+    pub queries: usize,
+    /// Response slots per query: the largest k in the batch; smaller queries are padded.
+    pub slots: usize,
+    /// `[queries * slots]`: the sequence row of each slot, `None` for padding.
+    pub slot_rows: Vec<Option<usize>>,
+    /// `[queries * slots]`: rewards (0 under padding).
+    pub rewards: Vec<f32>,
+    /// `[queries * slots]`: 1 for real responses, 0 for padding.
+    pub valid: Vec<f32>,
+    /// `[queries]`: the row of the best response (highest reward, first on ties).
+    pub best_rows: Vec<usize>,
+    /// `[rows]`: scored tokens per sequence (response and EOS).
+    pub response_lens: Vec<f32>,
+    /// `[queries]`: the longest sequence among the query's responses, the denominator of the
+    /// original code's fine-tune loss (`padded_mean`).
+    pub padded_lens: Vec<f32>,
+}
+
+impl RankBatch {
+    pub fn new(examples: &[&TokenizedExample]) -> Self {
+        let queries = examples.len();
+        let slots = examples
+            .iter()
+            .map(|e| e.responses.len())
+            .max()
+            .unwrap_or(0);
+        let mut pairs = Vec::new();
+        let mut slot_rows = vec![None; queries * slots];
+        let mut rewards = vec![0.0; queries * slots];
+        let mut valid = vec![0.0; queries * slots];
+        let mut best_rows = Vec::with_capacity(queries);
+        let mut padded_lens = Vec::with_capacity(queries);
+        for (q, ex) in examples.iter().enumerate() {
+            let first_row = pairs.len();
+            let mut best = 0;
+            for (j, response) in ex.responses.iter().enumerate() {
+                slot_rows[q * slots + j] = Some(pairs.len());
+                rewards[q * slots + j] = ex.scores[j];
+                valid[q * slots + j] = 1.0;
+                if ex.scores[j] > ex.scores[best] {
+                    best = j;
+                }
+                pairs.push((ex.query.clone(), response.clone()));
+            }
+            best_rows.push(first_row + best);
+            let longest = ex.responses.iter().map(Vec::len).max().unwrap_or(0);
+            padded_lens.push((ex.query.len() + longest - 1) as f32);
+        }
+        let response_lens = pairs.iter().map(|(_, r)| r.len() as f32).collect();
+        Self {
+            sequences: ScoredBatch::pack(&pairs),
+            queries,
+            slots,
+            slot_rows,
+            rewards,
+            valid,
+            best_rows,
+            response_lens,
+            padded_lens,
+        }
+    }
+
+    /// Tokens the model reads (without padding), for throughput figures.
+    pub fn real_tokens(&self) -> usize {
+        self.sequences.key_valid.iter().filter(|&&v| v).count()
+    }
+}
 
 /// Query/response pairs packed into one right-padded batch, row-major `[rows, width]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +346,67 @@ impl ScoredBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn example(query: Vec<u32>, responses: Vec<Vec<u32>>, scores: Vec<f32>) -> TokenizedExample {
+        TokenizedExample {
+            query,
+            responses,
+            scores,
+        }
+    }
+
+    #[test]
+    fn batch_of_queries_with_different_k() {
+        let a = example(vec![1, 2], vec![vec![5, 9], vec![6, 7, 9]], vec![0.5, 2.0]);
+        let b = example(
+            vec![3],
+            vec![vec![8, 9], vec![9], vec![7, 9]],
+            vec![1.0, 1.0, 0.0],
+        );
+        let batch = RankBatch::new(&[&a, &b]);
+        assert_eq!(
+            (batch.queries, batch.slots, batch.sequences.rows),
+            (2, 3, 5)
+        );
+        assert_eq!(
+            batch.slot_rows,
+            vec![Some(0), Some(1), None, Some(2), Some(3), Some(4)]
+        );
+        assert_eq!(batch.valid, vec![1., 1., 0., 1., 1., 1.]);
+        assert_eq!(batch.rewards, vec![0.5, 2.0, 0.0, 1.0, 1.0, 0.0]);
+        // Best: the higher score; on a tie the first.
+        assert_eq!(batch.best_rows, vec![1, 2]);
+        assert_eq!(batch.response_lens, vec![2., 3., 2., 1., 2.]);
+        assert_eq!(batch.padded_lens, vec![4., 2.]);
+    }
+
+    #[test]
+    fn parse_errors_name_the_field() {
+        let err = |line: &str| format!("{:#}", parse_line(line, 1).unwrap_err());
+        assert!(
+            err("{\"query\": \"q\", \"responses\": [], \"scores\": []}")
+                .contains("`responses`: the list is empty")
+        );
+        assert!(
+            err("{\"query\": \"q\", \"responses\": [\"a\"], \"scores\": [1, 2]}")
+                .contains("2 scores for 1 responses")
+        );
+        assert!(
+            err("{\"query\": \"q\", \"responses\": [\"a\"], \"scores\": [NaN]}").contains("NaN")
+        );
+        assert!(
+            err("{\"query\": \"q\", \"responses\": [\"a\"], \"scores\": [null]}")
+                .contains("`scores[0]`")
+        );
+        assert!(err("{\"responses\": [\"a\"], \"scores\": [1]}").contains("`query` is missing"));
+        assert!(err("{\"query\": ").contains("not valid JSON"));
+        let pair = parse_line(
+            "{\"prompt\": \"p\", \"chosen\": \"c\", \"rejected\": \"r\"}",
+            3,
+        )
+        .unwrap();
+        assert_eq!((pair.responses.len(), pair.scores), (2, vec![1.0, 0.0]));
+    }
 
     #[test]
     fn query_unscored_response_and_eos_scored() {

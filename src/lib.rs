@@ -15,3 +15,4 @@ pub mod loss;
 pub mod model;
 pub mod sampling;
 pub mod tokenizer;
+pub mod train;

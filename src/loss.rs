@@ -1,13 +1,127 @@
-//! RRHF's sequence scores, and (with the ranking kernel) its loss.
+//! The RRHF loss, read top to bottom.
 //!
-//! The score of response i is p_i = sum_t log P(y_t | x, y_<t) / |y|^length_penalty over its
-//! tokens and its EOS; the query is never scored.
+//! For a query with responses y_1..y_k and rewards r_1..r_k:
+//!
+//! - p_i = sum_t log P(y_{i,t} | x, y_{i,<t}) / |y_i|^length_penalty, over the response tokens
+//!   and their EOS (the query is never scored);
+//! - L_rank = sum over pairs with r_i < r_j of max(0, p_i - p_j), no margin, ties ignored;
+//! - L_ft = -sum_t log P(y_{b,t} | ...) on the best response b (first index on ties), divided
+//!   by |y_b| (`token_mean`), by 1 (`sum`, the paper's equation) or by the padded sequence
+//!   length (`padded_mean`, what the original code computes);
+//! - L = rank_weight * L_rank + ft_weight * L_ft per query, averaged over the queries.
+//!
+//! The two reductions run as kernels (`crate::kernels`), the rest as plain burn ops.
 
 use burn::tensor::{Int, Tensor, TensorData};
 
-use crate::data::ScoredBatch;
-use crate::kernels::sequence_logprob;
+use crate::data::{RankBatch, ScoredBatch};
+use crate::kernels::{ranking_loss, sequence_logprob};
 use crate::model::Llama;
+
+/// Normalisation of the fine-tune term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FtNorm {
+    /// Divide by the best response's token count.
+    #[default]
+    TokenMean,
+    /// No division: the paper's equation.
+    Sum,
+    /// Divide by the padded sequence length, as the original code does.
+    PaddedMean,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LossConfig {
+    pub rank_weight: f32,
+    pub ft_weight: f32,
+    pub length_penalty: f32,
+    pub ft_norm: FtNorm,
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        Self {
+            rank_weight: 1.0,
+            ft_weight: 1.0,
+            length_penalty: 1.0,
+            ft_norm: FtNorm::TokenMean,
+        }
+    }
+}
+
+/// The loss of a batch, per query, with the sequence scores it came from.
+pub struct RrhfLoss {
+    /// `[Q]`: rank_weight * L_rank + ft_weight * L_ft.
+    pub total: Tensor<1>,
+    /// `[Q]`
+    pub rank: Tensor<1>,
+    /// `[Q]`
+    pub ft: Tensor<1>,
+    /// `[Q, K]`: the sequence scores p (0 under padded slots).
+    pub scores: Tensor<2>,
+}
+
+pub fn rrhf_loss(model: &Llama, batch: &RankBatch, config: &LossConfig) -> RrhfLoss {
+    let device = model.device();
+    let (q, k) = (batch.queries, batch.slots);
+    let logprob_sums = sequence_logprobs(model, &batch.sequences).0;
+
+    let lengths: Vec<f32> = batch
+        .response_lens
+        .iter()
+        .map(|n| n.powf(config.length_penalty))
+        .collect();
+    let p = logprob_sums.clone() / host_vector(lengths, &device);
+    let scores = scores_by_slot(p, batch, &device);
+    let rank = ranking_loss(
+        scores.clone(),
+        host_matrix(batch.rewards.clone(), [q, k], &device),
+        host_matrix(batch.valid.clone(), [q, k], &device),
+    );
+
+    let best: Vec<i64> = batch.best_rows.iter().map(|&r| r as i64).collect();
+    let best_logprob = logprob_sums.select(
+        0,
+        Tensor::<1, Int>::from_data(TensorData::new(best, [q]), &device),
+    );
+    let ft_denominators: Vec<f32> = match config.ft_norm {
+        FtNorm::TokenMean => batch
+            .best_rows
+            .iter()
+            .map(|&r| batch.response_lens[r])
+            .collect(),
+        FtNorm::Sum => vec![1.0; q],
+        FtNorm::PaddedMean => batch.padded_lens.clone(),
+    };
+    let ft = -best_logprob / host_vector(ft_denominators, &device);
+
+    let total = rank.clone() * config.rank_weight + ft.clone() * config.ft_weight;
+    RrhfLoss {
+        total,
+        rank,
+        ft,
+        scores,
+    }
+}
+
+/// Lays the per-sequence scores `[S]` out as `[Q, K]`, with 0 in padded slots.
+fn scores_by_slot(p: Tensor<1>, batch: &RankBatch, device: &burn::tensor::Device) -> Tensor<2> {
+    let rows = batch.sequences.rows;
+    // Padded slots read an extra zero appended after the last sequence.
+    let with_zero = Tensor::cat(vec![p, Tensor::zeros([1], device)], 0);
+    let index: Vec<i64> = batch
+        .slot_rows
+        .iter()
+        .map(|r| r.unwrap_or(rows) as i64)
+        .collect();
+    let index =
+        Tensor::<1, Int>::from_data(TensorData::new(index, [batch.slot_rows.len()]), device);
+    with_zero
+        .select(0, index)
+        .reshape([batch.queries, batch.slots])
+}
 
 /// Per sequence of `batch`: summed log-probability of the response tokens, and their count.
 pub fn sequence_logprobs(model: &Llama, batch: &ScoredBatch) -> (Tensor<1>, Tensor<1>) {
@@ -20,4 +134,35 @@ pub fn sequence_logprobs(model: &Llama, batch: &ScoredBatch) -> (Tensor<1>, Tens
     let logits = model.forward(tokens, Some(&batch.key_valid));
     let count = mask.clone().sum_dim(1).reshape([batch.rows]);
     (sequence_logprob(logits, targets, mask), count)
+}
+
+/// Pairs (r_i < r_j) whose scores are ordered the same way (p_i < p_j), and all such pairs:
+/// the ranking accuracy of one batch is `matched / pairs`.
+pub fn ranked_pairs(scores: &[f32], batch: &RankBatch) -> (usize, usize) {
+    let k = batch.slots;
+    let (mut matched, mut pairs) = (0, 0);
+    for q in 0..batch.queries {
+        for i in 0..k {
+            for j in 0..k {
+                let (a, b) = (q * k + i, q * k + j);
+                if batch.valid[a] == 1.0
+                    && batch.valid[b] == 1.0
+                    && batch.rewards[a] < batch.rewards[b]
+                {
+                    pairs += 1;
+                    matched += usize::from(scores[a] < scores[b]);
+                }
+            }
+        }
+    }
+    (matched, pairs)
+}
+
+fn host_vector(data: Vec<f32>, device: &burn::tensor::Device) -> Tensor<1> {
+    let n = data.len();
+    Tensor::from_data(TensorData::new(data, [n]), device)
+}
+
+fn host_matrix(data: Vec<f32>, shape: [usize; 2], device: &burn::tensor::Device) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(data, shape), device)
 }

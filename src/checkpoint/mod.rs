@@ -70,17 +70,27 @@ pub fn save_model(
     dtype: SaveDtype,
 ) -> Result<()> {
     write_dir_atomically(dir, |tmp| {
-        let config = model.config.to_json(dtype.torch_name());
-        std::fs::write(
-            tmp.join("config.json"),
-            serde_json::to_string_pretty(&config)?,
-        )?;
-        safetensors_dir::write_weights(tmp, &model.checkpoint_weights(), dtype, MAX_SHARD_BYTES)?;
-        if let Some(src) = tokenizer_from {
-            copy_tokenizer_files(src, tmp)?;
-        }
-        Ok(())
+        write_model_files(model, tokenizer_from, tmp, dtype)
     })
+}
+
+/// Writes the files of a Hugging Face directory into the existing directory `dir`.
+pub fn write_model_files(
+    model: &Llama,
+    tokenizer_from: Option<&Path>,
+    dir: &Path,
+    dtype: SaveDtype,
+) -> Result<()> {
+    let config = model.config.to_json(dtype.torch_name());
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&config)?,
+    )?;
+    safetensors_dir::write_weights(dir, &model.checkpoint_weights(), dtype, MAX_SHARD_BYTES)?;
+    if let Some(src) = tokenizer_from {
+        copy_tokenizer_files(src, dir)?;
+    }
+    Ok(())
 }
 
 pub fn copy_tokenizer_files(from: &Path, to: &Path) -> Result<()> {

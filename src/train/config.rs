@@ -1,0 +1,259 @@
+//! `rrhf train`'s TOML configuration: `[model]`, `[data]`, `[loss]`, `[train]`, `[output]`.
+//!
+//! Unknown keys are errors (a misspelt key silently falling back to a default is how runs go
+//! wrong). `--set section.key=value` overrides a key after the file is read; the value is TOML
+//! (`--set train.lr=1e-5`, `--set data.template="none"`), a bare word is taken as a string.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::device::DeviceChoice;
+use crate::loss::LossConfig;
+use crate::tokenizer::TemplateMode;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub model: ModelSection,
+    pub data: DataSection,
+    #[serde(default)]
+    pub loss: LossConfig,
+    #[serde(default)]
+    pub train: TrainSection,
+    pub output: OutputSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// A Hugging Face model directory.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// Ranked (`query`, `responses`, `scores`) or pairwise (`prompt`, `chosen`, `rejected`) JSONL.
+    pub train: PathBuf,
+    pub eval: Option<PathBuf>,
+    /// Most tokens of query + response.
+    #[serde(default = "default_max_length")]
+    pub max_length: usize,
+    /// Longer queries keep their last tokens.
+    pub max_query_length: Option<usize>,
+    #[serde(default)]
+    pub template: TemplateMode,
+}
+
+fn default_max_length() -> usize {
+    192
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    #[default]
+    Cosine,
+    Linear,
+    Constant,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSection {
+    pub lr: f64,
+    /// Passes over the training queries (ignored when `max_steps` is set).
+    pub epochs: usize,
+    pub max_steps: Option<usize>,
+    /// Queries per optimizer step.
+    pub queries_per_step: usize,
+    /// Micro-batches each step is split into (gradient accumulation).
+    pub grad_accum: usize,
+    /// Warmup as a number of steps; when absent, `warmup_ratio` of all steps.
+    pub warmup_steps: Option<usize>,
+    pub warmup_ratio: f64,
+    pub schedule: Schedule,
+    pub weight_decay: f64,
+    pub adam_beta1: f64,
+    pub adam_beta2: f64,
+    pub adam_eps: f64,
+    /// Clip by the global gradient norm over all parameters; 0 disables clipping.
+    pub max_grad_norm: f64,
+    pub seed: u64,
+    pub device: DeviceChoice,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        Self {
+            lr: 2e-5,
+            epochs: 1,
+            max_steps: None,
+            queries_per_step: 64,
+            grad_accum: 1,
+            warmup_steps: None,
+            warmup_ratio: 0.0,
+            schedule: Schedule::Cosine,
+            weight_decay: 0.0,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_eps: 1e-8,
+            max_grad_norm: 1.0,
+            seed: 42,
+            device: DeviceChoice::Auto,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSection {
+    pub dir: PathBuf,
+    /// Save a checkpoint every N steps (0: only the final model).
+    #[serde(default)]
+    pub save_every: usize,
+    /// Evaluate every N steps (0: only after the last step).
+    #[serde(default)]
+    pub eval_every: usize,
+    #[serde(default = "one")]
+    pub log_every: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl TrainConfig {
+    /// Reads `path` and applies `overrides` (`section.key=value`).
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        Self::parse(&text, path, overrides)
+    }
+
+    pub fn parse(text: &str, path: &Path, overrides: &[String]) -> Result<Self> {
+        // Deserialising the text itself first gives errors with the line and the key.
+        let config: Self =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if overrides.is_empty() {
+            return config.validated(path);
+        }
+        let mut table: toml::Table = toml::from_str(text)?;
+        for o in overrides {
+            apply_override(&mut table, o)?;
+        }
+        let config: Self = toml::Value::Table(table).try_into().map_err(|e| {
+            anyhow::anyhow!(
+                "{} with --set {}: {e}",
+                path.display(),
+                overrides.join(" --set ")
+            )
+        })?;
+        config.validated(path)
+    }
+
+    fn validated(self, path: &Path) -> Result<Self> {
+        let t = &self.train;
+        let bad = |field: &str, why: &str| -> Result<Self> {
+            bail!("{}: field `{field}`: {why}", path.display())
+        };
+        if t.queries_per_step == 0 {
+            return bad("train.queries_per_step", "must be at least 1");
+        }
+        if t.grad_accum == 0 || t.grad_accum > t.queries_per_step {
+            return bad(
+                "train.grad_accum",
+                "must be between 1 and train.queries_per_step",
+            );
+        }
+        if !(t.lr.is_finite() && t.lr >= 0.0) {
+            return bad("train.lr", "must be a non-negative number");
+        }
+        if !(0.0..1.0).contains(&t.warmup_ratio) {
+            return bad("train.warmup_ratio", "must be in [0, 1)");
+        }
+        if self.data.max_length < 2 {
+            return bad("data.max_length", "must be at least 2");
+        }
+        if t.max_steps.is_none() && t.epochs == 0 {
+            return bad(
+                "train.epochs",
+                "must be at least 1 (or set train.max_steps)",
+            );
+        }
+        if self.output.log_every == 0 {
+            return bad("output.log_every", "must be at least 1");
+        }
+        Ok(self)
+    }
+}
+
+fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {
+    let (key, raw) = assignment
+        .split_once('=')
+        .with_context(|| format!("--set {assignment}: expected section.key=value"))?;
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    let (last, sections) = parts.split_last().unwrap();
+    let mut at = table;
+    for s in sections {
+        at = at
+            .entry(s.to_string())
+            .or_insert_with(|| toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .with_context(|| format!("--set {assignment}: `{s}` is not a section"))?;
+    }
+    at.insert(last.to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str =
+        "[model]\npath = \"m\"\n[data]\ntrain = \"t.jsonl\"\n[output]\ndir = \"out\"\n";
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = TrainConfig::parse(MINIMAL, Path::new("c.toml"), &[]).unwrap();
+        assert_eq!(
+            (c.data.max_length, c.train.lr, c.train.max_grad_norm),
+            (192, 2e-5, 1.0)
+        );
+        let c = TrainConfig::parse(
+            MINIMAL,
+            Path::new("c.toml"),
+            &[
+                "train.lr=1e-4".into(),
+                "data.template=none".into(),
+                "loss.ft_norm=\"sum\"".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.train.lr, 1e-4);
+        assert_eq!(c.data.template, TemplateMode::None);
+        assert_eq!(c.loss.ft_norm, crate::loss::FtNorm::Sum);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_their_line() {
+        let text = format!("{MINIMAL}[train]\nlearning_rate = 1\n");
+        let err = TrainConfig::parse(&text, Path::new("c.toml"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("c.toml") && err.contains("learning_rate") && err.contains("line 8"),
+            "{err}"
+        );
+        let err = TrainConfig::parse(MINIMAL, Path::new("c.toml"), &["train.nope=1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope"), "{err}");
+    }
+}

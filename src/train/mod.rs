@@ -1,0 +1,450 @@
+//! The RRHF trainer, in the order it runs: load the model and the ranked data, then for each
+//! optimizer step take the next queries, split them into micro-batches, accumulate the
+//! gradients of the RRHF loss, clip them by their global norm, apply AdamW at the scheduled
+//! learning rate, and log, evaluate and checkpoint on their schedules.
+
+pub mod config;
+pub mod optimizer;
+pub mod schedule;
+pub mod state;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::tensor::Tensor;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use serde_json::json;
+
+use crate::checkpoint::{SaveDtype, load_model, save_model};
+use crate::data::{
+    RankBatch, TokenizeOptions, TokenizedExample, read_ranked_jsonl, tokenize_examples,
+};
+use crate::device::select;
+use crate::loss::{LossConfig, ranked_pairs, rrhf_loss};
+use crate::model::Llama;
+use crate::tokenizer::Tokenizer;
+pub use config::TrainConfig;
+use optimizer::{AdamW, AdamWConfig, GradientBuffer};
+use schedule::LrSchedule;
+use state::{TrainerState, checkpoint_dir, load_checkpoint_state, save_checkpoint};
+
+pub const METRICS_FILE: &str = "metrics.jsonl";
+pub const FINAL_DIR: &str = "final";
+
+/// What a finished (or stopped) run reports.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub steps: usize,
+    pub last_loss: f32,
+    pub eval: Option<EvalResult>,
+    /// Where the model was saved: `final`, or the checkpoint written at `stop_after`.
+    pub saved: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct EvalResult {
+    pub loss: f32,
+    pub rank_accuracy: f32,
+}
+
+pub struct RunOptions {
+    /// Continue from this checkpoint directory.
+    pub resume: Option<PathBuf>,
+    /// End the run after this many steps in total (the schedule still spans the whole run).
+    pub stop_after: Option<usize>,
+}
+
+pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary> {
+    let selected = select(&config.train.device)?;
+    eprintln!("device: {}", selected.description);
+    let device = selected.device.clone().autodiff();
+    let model_dir = options.resume.as_deref().unwrap_or(&config.model.path);
+    let mut model = load_model(model_dir, &device)?;
+    let tokenizer = Tokenizer::load(model_dir, &model.config)?;
+
+    let opts = TokenizeOptions {
+        max_length: config.data.max_length,
+        max_query_length: config.data.max_query_length,
+        template: config.data.template,
+    };
+    let train_set = load_tokenized(&config.data.train, &tokenizer, opts)?;
+    let eval_set = match &config.data.eval {
+        Some(path) => Some(load_tokenized(path, &tokenizer, opts)?),
+        None => None,
+    };
+
+    let t = &config.train;
+    let steps_per_epoch = train_set.len().div_ceil(t.queries_per_step);
+    let total_steps = t.max_steps.unwrap_or(t.epochs * steps_per_epoch);
+    let warmup = t
+        .warmup_steps
+        .unwrap_or((t.warmup_ratio * total_steps as f64).ceil() as usize);
+    let schedule = LrSchedule {
+        peak: t.lr,
+        warmup,
+        total: total_steps,
+        kind: t.schedule,
+    };
+    let mut optimizer = AdamW::new(AdamWConfig {
+        beta1: t.adam_beta1,
+        beta2: t.adam_beta2,
+        eps: t.adam_eps,
+        weight_decay: t.weight_decay,
+    });
+    let mut state = TrainerState {
+        step: 0,
+        total_steps,
+        seed: t.seed,
+        queries_per_step: t.queries_per_step,
+        train_queries: train_set.len(),
+    };
+    if let Some(dir) = &options.resume {
+        let saved = load_checkpoint_state(dir, &mut optimizer, &selected.device)?;
+        if (
+            saved.seed,
+            saved.queries_per_step,
+            saved.train_queries,
+            saved.total_steps,
+        ) != (
+            state.seed,
+            state.queries_per_step,
+            state.train_queries,
+            state.total_steps,
+        ) {
+            bail!(
+                "--resume {}: the checkpoint was made with seed {}, {} queries per step, {} training \
+                 queries and {} steps; this config gives {}, {}, {} and {}: the data order and \
+                 schedule would not continue",
+                dir.display(),
+                saved.seed,
+                saved.queries_per_step,
+                saved.train_queries,
+                saved.total_steps,
+                state.seed,
+                state.queries_per_step,
+                state.train_queries,
+                state.total_steps
+            );
+        }
+        state.step = saved.step;
+        eprintln!("resuming from {} at step {}", dir.display(), state.step);
+    }
+
+    let out = &config.output.dir;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut metrics = MetricsLog::open(&out.join(METRICS_FILE), state.step)?;
+    let end = options
+        .stop_after
+        .map_or(total_steps, |s| s.min(total_steps));
+    let progress = progress_bar(total_steps, state.step);
+    let mut order = QueryOrder::new(train_set.len(), t.seed);
+    let micro = t.queries_per_step.div_ceil(t.grad_accum);
+    let mut grads = GradientBuffer::default();
+    let mut last_loss = f32::NAN;
+    let mut last_eval = None;
+
+    // A baseline before the first update, so every run shows where it started.
+    if let Some(set) = &eval_set
+        && state.step == 0
+        && config.output.eval_every > 0
+    {
+        let result = evaluate(&model.valid(), set, micro, &config.loss);
+        metrics.write(eval_line(0, result), &progress)?;
+    }
+
+    while state.step < end {
+        let step = state.step;
+        let started = Instant::now();
+        let queries = order.for_step(step, t.queries_per_step);
+        let mut sums = [0.0f32; 3];
+        let mut tokens = 0;
+        for chunk in queries.chunks(micro) {
+            let examples: Vec<&TokenizedExample> = chunk.iter().map(|&i| &train_set[i]).collect();
+            let batch = RankBatch::new(&examples);
+            tokens += batch.real_tokens();
+            let loss = rrhf_loss(&model, &batch, &config.loss);
+            // Each micro-batch adds its share of the mean over all the step's queries.
+            let objective = loss.total.clone().sum() / t.queries_per_step as f32;
+            let parts = read_sums([&loss.total, &loss.rank, &loss.ft]);
+            if parts.iter().any(|x| !x.is_finite()) {
+                bail!(
+                    "step {}: the loss is not finite (total {}, rank {}, ft {}) on {} lines {}; \
+                     stopping. {}",
+                    step + 1,
+                    parts[0],
+                    parts[1],
+                    parts[2],
+                    config.data.train.display(),
+                    source_lines(&examples),
+                    last_good(out, step)
+                );
+            }
+            for (s, p) in sums.iter_mut().zip(parts) {
+                *s += p;
+            }
+            grads.accumulate(&model, &objective.backward());
+        }
+        let grad_norm = grads.global_norm();
+        if !grad_norm.is_finite() {
+            bail!(
+                "step {}: the gradient norm is {grad_norm}; stopping. {}",
+                step + 1,
+                last_good(out, step)
+            );
+        }
+        let clip = if t.max_grad_norm > 0.0 && grad_norm as f64 > t.max_grad_norm {
+            (t.max_grad_norm / (grad_norm as f64 + 1e-6)) as f32
+        } else {
+            1.0
+        };
+        let lr = schedule.at(step);
+        model = optimizer.step(model, &grads, lr, clip);
+        grads.clear();
+        state.step += 1;
+
+        let n = t.queries_per_step as f32;
+        last_loss = sums[0] / n;
+        let seconds = started.elapsed().as_secs_f64();
+        let tokens_per_sec = tokens as f64 / seconds;
+        progress.set_position(state.step as u64);
+        progress.set_message(format!(
+            "loss {:.4} (rank {:.4}, ft {:.4}) lr {lr:.2e} {tokens_per_sec:.0} tok/s",
+            last_loss,
+            sums[1] / n,
+            sums[2] / n
+        ));
+        let is_last = state.step == end;
+        if state.step % config.output.log_every == 0 || is_last {
+            metrics.write(
+                json!({
+                    "step": state.step,
+                    "epoch": (step * t.queries_per_step) as f64 / train_set.len() as f64,
+                    "loss": last_loss,
+                    "rank_loss": sums[1] / n,
+                    "ft_loss": sums[2] / n,
+                    "lr": lr,
+                    "grad_norm": grad_norm,
+                    "tokens": tokens,
+                    "tokens_per_sec": tokens_per_sec,
+                    "step_seconds": seconds,
+                }),
+                &progress,
+            )?;
+        }
+        let eval_due = config.output.eval_every > 0 && state.step % config.output.eval_every == 0;
+        if let Some(set) = &eval_set
+            && (eval_due || state.step == total_steps)
+        {
+            let result = evaluate(&model.valid(), set, micro, &config.loss);
+            metrics.write(eval_line(state.step, result), &progress)?;
+            last_eval = Some(result);
+        }
+        let save_due = config.output.save_every > 0 && state.step % config.output.save_every == 0;
+        if save_due || (is_last && state.step < total_steps) {
+            save_checkpoint(
+                &checkpoint_dir(out, state.step),
+                &model,
+                &optimizer,
+                &state,
+                model_dir,
+            )?;
+        }
+    }
+    progress.finish();
+
+    let saved = if state.step == total_steps {
+        let dir = out.join(FINAL_DIR);
+        save_model(&model.valid(), Some(model_dir), &dir, SaveDtype::F32)?;
+        dir
+    } else {
+        checkpoint_dir(out, state.step)
+    };
+    Ok(TrainSummary {
+        steps: state.step,
+        last_loss,
+        eval: last_eval,
+        saved,
+    })
+}
+
+fn eval_line(step: usize, result: EvalResult) -> serde_json::Value {
+    json!({"step": step, "eval_loss": result.loss, "eval_rank_accuracy": result.rank_accuracy})
+}
+
+fn load_tokenized(
+    path: &Path,
+    tokenizer: &Tokenizer,
+    opts: TokenizeOptions,
+) -> Result<Vec<TokenizedExample>> {
+    let examples = read_ranked_jsonl(path)?;
+    tokenize_examples(&examples, tokenizer, opts, path)
+}
+
+/// Eval loss (mean over queries) and ranking accuracy (over all strictly ordered pairs).
+pub fn evaluate(
+    model: &Llama,
+    set: &[TokenizedExample],
+    batch_queries: usize,
+    loss: &LossConfig,
+) -> EvalResult {
+    let (mut total, mut matched, mut pairs) = (0.0f32, 0, 0);
+    for chunk in set.chunks(batch_queries.max(1)) {
+        let examples: Vec<&TokenizedExample> = chunk.iter().collect();
+        let batch = RankBatch::new(&examples);
+        let out = rrhf_loss(model, &batch, loss);
+        total += read_sums([&out.total])[0];
+        let scores: Vec<f32> = out.scores.try_into_vec_as().expect("scores read back");
+        let (m, p) = ranked_pairs(&scores, &batch);
+        matched += m;
+        pairs += p;
+    }
+    EvalResult {
+        loss: total / set.len() as f32,
+        rank_accuracy: if pairs == 0 {
+            f32::NAN
+        } else {
+            matched as f32 / pairs as f32
+        },
+    }
+}
+
+/// The sums of several `[Q]` tensors, read back from the device together.
+fn read_sums<const N: usize>(parts: [&Tensor<1>; N]) -> [f32; N] {
+    let sums: Vec<Tensor<1>> = parts.iter().map(|t| (*t).clone().sum()).collect();
+    let host: Vec<f32> = Tensor::cat(sums, 0)
+        .detach()
+        .try_into_vec_as()
+        .expect("loss read back");
+    host.try_into().expect("one sum per part")
+}
+
+fn source_lines(examples: &[&TokenizedExample]) -> String {
+    let lines: Vec<String> = examples.iter().map(|e| e.line.to_string()).collect();
+    lines.join(", ")
+}
+
+fn last_good(out: &Path, step: usize) -> String {
+    let previous = std::fs::read_dir(out)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("checkpoint-")?
+                .parse::<usize>()
+                .ok()
+        })
+        .filter(|&s| s <= step)
+        .max();
+    match previous {
+        Some(s) => format!(
+            "The last good checkpoint is {}",
+            checkpoint_dir(out, s).display()
+        ),
+        None => "No checkpoint was written before it.".into(),
+    }
+}
+
+/// The order queries are visited in: a fresh seeded shuffle per epoch. Step `s` takes the
+/// queries at positions `s * per_step ..` of the endless sequence of epochs, so the data position
+/// of a resumed run follows from its step alone.
+struct QueryOrder {
+    len: usize,
+    seed: u64,
+    epoch: Option<(usize, Vec<usize>)>,
+}
+
+impl QueryOrder {
+    fn new(len: usize, seed: u64) -> Self {
+        Self {
+            len,
+            seed,
+            epoch: None,
+        }
+    }
+
+    fn for_step(&mut self, step: usize, per_step: usize) -> Vec<usize> {
+        (step * per_step..(step + 1) * per_step)
+            .map(|g| self.at(g))
+            .collect()
+    }
+
+    fn at(&mut self, global: usize) -> usize {
+        let (epoch, pos) = (global / self.len, global % self.len);
+        if self.epoch.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let mut order: Vec<usize> = (0..self.len).collect();
+            let mut rng = StdRng::seed_from_u64(
+                self.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
+            order.shuffle(&mut rng);
+            self.epoch = Some((epoch, order));
+        }
+        self.epoch.as_ref().unwrap().1[pos]
+    }
+}
+
+/// `metrics.jsonl`, appended to. On resume, lines past the resumed step (from a run that went
+/// on after its last checkpoint) are dropped first.
+struct MetricsLog {
+    file: File,
+    echo: bool,
+}
+
+impl MetricsLog {
+    fn open(path: &Path, keep_through_step: usize) -> Result<Self> {
+        let kept: Vec<String> = if keep_through_step > 0 && path.exists() {
+            BufReader::new(File::open(path)?)
+                .lines()
+                .map_while(Result::ok)
+                .filter(|line| {
+                    serde_json::from_str::<serde_json::Value>(line)
+                        .ok()
+                        .and_then(|v| v["step"].as_u64())
+                        .is_some_and(|s| s as usize <= keep_through_step)
+                })
+                .collect()
+        } else {
+            vec![]
+        };
+        let mut file =
+            File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+        for line in kept {
+            writeln!(file, "{line}")?;
+        }
+        Ok(Self {
+            file,
+            echo: !std::io::stderr().is_terminal(),
+        })
+    }
+
+    fn write(&mut self, value: serde_json::Value, progress: &ProgressBar) -> Result<()> {
+        let line = value.to_string();
+        writeln!(self.file, "{line}")?;
+        self.file.flush()?;
+        if self.echo {
+            eprintln!("{line}");
+        } else if value.get("eval_loss").is_some() {
+            progress.println(line);
+        }
+        Ok(())
+    }
+}
+
+fn progress_bar(total: usize, done: usize) -> ProgressBar {
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("step {pos}/{len} [{bar:30}] {msg} ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_position(done as u64);
+    bar
+}

@@ -1,0 +1,168 @@
+//! Gradient accumulation, clipping by the global norm, and AdamW, over the model's parameters
+//! in their fixed visiting order.
+//!
+//! Written here rather than taken from burn-optim for two reasons: burn clips each parameter
+//! tensor by its own norm, whereas training recipes (and PyTorch's `clip_grad_norm_`) mean the
+//! norm over all parameters together; and exact resume needs the moments in a file we control.
+//! The update is PyTorch's `AdamW` (decoupled weight decay, bias-corrected moments).
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::{Gradients, Tensor};
+
+use crate::model::Llama;
+
+/// Summed gradients of the micro-batches of one step, one flat tensor per parameter.
+#[derive(Default)]
+pub struct GradientBuffer {
+    grads: Vec<Tensor<1>>,
+}
+
+impl GradientBuffer {
+    pub fn accumulate(&mut self, model: &Llama, grads: &Gradients) {
+        let mut visitor = Accumulate {
+            grads,
+            buffer: &mut self.grads,
+            index: 0,
+        };
+        model.visit(&mut visitor);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.grads.is_empty()
+    }
+
+    /// The L2 norm over every parameter's gradient (one read back from the device).
+    pub fn global_norm(&self) -> f32 {
+        let squares: Vec<Tensor<1>> = self
+            .grads
+            .iter()
+            .map(|g| g.clone().square().sum())
+            .collect();
+        let total: f32 = Tensor::cat(squares, 0).sum().into_scalar();
+        total.sqrt()
+    }
+
+    pub fn clear(&mut self) {
+        self.grads.clear();
+    }
+}
+
+struct Accumulate<'a> {
+    grads: &'a Gradients,
+    buffer: &'a mut Vec<Tensor<1>>,
+    index: usize,
+}
+
+impl ModuleVisitor for Accumulate<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let value = param.val();
+        let n = value.shape().num_elements();
+        let grad = match value.grad(self.grads) {
+            Some(g) => g.reshape([n]),
+            None => Tensor::zeros([n], &value.inner().device()),
+        };
+        match self.buffer.get_mut(self.index) {
+            Some(sum) => *sum = sum.clone() + grad,
+            None => self.buffer.push(grad),
+        }
+        self.index += 1;
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct AdamWConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+/// AdamW with its first and second moments, flat, in parameter order.
+pub struct AdamW {
+    pub config: AdamWConfig,
+    /// Updates made so far (for bias correction).
+    pub steps: u64,
+    pub first: Vec<Tensor<1>>,
+    pub second: Vec<Tensor<1>>,
+}
+
+impl AdamW {
+    pub fn new(config: AdamWConfig) -> Self {
+        Self {
+            config,
+            steps: 0,
+            first: vec![],
+            second: vec![],
+        }
+    }
+
+    /// One update with learning rate `lr`; every gradient is multiplied by `grad_scale` first
+    /// (the clipping factor).
+    pub fn step(
+        &mut self,
+        model: Llama,
+        grads: &GradientBuffer,
+        lr: f64,
+        grad_scale: f32,
+    ) -> Llama {
+        self.steps += 1;
+        let c = self.config;
+        let t = self.steps as i32;
+        let mut update = Update {
+            grad_scale,
+            decay: (1.0 - lr * c.weight_decay) as f32,
+            step_size: (lr / (1.0 - c.beta1.powi(t))) as f32,
+            sqrt_bias2: (1.0 - c.beta2.powi(t)).sqrt() as f32,
+            optimizer: self,
+            grads: &grads.grads,
+            index: 0,
+        };
+        model.map(&mut update)
+    }
+}
+
+struct Update<'a> {
+    grad_scale: f32,
+    decay: f32,
+    step_size: f32,
+    sqrt_bias2: f32,
+    optimizer: &'a mut AdamW,
+    grads: &'a [Tensor<1>],
+    index: usize,
+}
+
+impl ModuleMapper for Update<'_> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, tensor, mapper) = param.consume();
+        let i = self.index;
+        self.index += 1;
+        let require_grad = tensor.is_require_grad();
+        let dims = tensor.dims();
+        let weight = tensor.inner();
+        let n = weight.shape().num_elements();
+        let weight = weight.reshape([n]);
+        let c = self.optimizer.config;
+        let grad = self.grads[i].clone() * self.grad_scale;
+        if self.optimizer.first.len() == i {
+            self.optimizer
+                .first
+                .push(Tensor::zeros([n], &weight.device()));
+            self.optimizer
+                .second
+                .push(Tensor::zeros([n], &weight.device()));
+        }
+        let m = self.optimizer.first[i].clone() * c.beta1 as f32
+            + grad.clone() * (1.0 - c.beta1) as f32;
+        let v = self.optimizer.second[i].clone() * c.beta2 as f32
+            + grad.square() * (1.0 - c.beta2) as f32;
+        let denominator = v.clone().sqrt() / self.sqrt_bias2 + c.eps as f32;
+        let weight = weight * self.decay - m.clone() / denominator * self.step_size;
+        self.optimizer.first[i] = m;
+        self.optimizer.second[i] = v;
+        let mut out = Tensor::from_inner(weight.reshape(dims));
+        if require_grad {
+            out = out.require_grad();
+        }
+        Param::from_mapped_value(id, out, mapper)
+    }
+}

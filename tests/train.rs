@@ -1,0 +1,331 @@
+//! The trainer end to end on the tiny fixture model: it learns the ranking, resumes exactly,
+//! keeps its checkpoints through kill -9, and rejects bad data and configs with the file, line
+//! and field.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::scratch;
+use rrhf::device::DeviceChoice;
+use rrhf::train::{RunOptions, TrainConfig, train};
+use serde_json::Value;
+
+const CONFIG: &str = "configs/tiny-test.toml";
+
+fn config(out: &Path, device: &DeviceChoice, extra: &[&str]) -> TrainConfig {
+    let mut set = vec![
+        format!("output.dir={:?}", out.display().to_string()),
+        format!("train.device={:?}", device.to_string()),
+    ];
+    set.extend(extra.iter().map(|s| s.to_string()));
+    TrainConfig::load(Path::new(CONFIG), &set).unwrap()
+}
+
+fn devices() -> Vec<DeviceChoice> {
+    common::test_devices()
+        .iter()
+        .map(|d| {
+            if d.is_wgpu {
+                DeviceChoice::WgpuCpu
+            } else {
+                DeviceChoice::Cpu
+            }
+        })
+        .collect()
+}
+
+fn metrics(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The metrics that must repeat exactly: everything but the wall-clock figures.
+fn deterministic(lines: Vec<Value>) -> Vec<Value> {
+    lines
+        .into_iter()
+        .map(|mut v| {
+            let o = v.as_object_mut().unwrap();
+            o.remove("tokens_per_sec");
+            o.remove("step_seconds");
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn tiny_model_learns_the_ranking() {
+    for device in devices() {
+        let out = scratch(&format!("train-learns-{device}"));
+        let summary = train(
+            &config(&out, &device, &[]),
+            &RunOptions {
+                resume: None,
+                stop_after: None,
+            },
+        )
+        .unwrap();
+        let evals: Vec<Value> = metrics(&out)
+            .into_iter()
+            .filter(|v| v.get("eval_loss").is_some())
+            .collect();
+        let first = evals.first().unwrap()["eval_rank_accuracy"]
+            .as_f64()
+            .unwrap();
+        let last = evals.last().unwrap()["eval_rank_accuracy"]
+            .as_f64()
+            .unwrap();
+        assert!(
+            first < 0.5,
+            "{device}: the untrained model should rank badly, got {first}"
+        );
+        assert_eq!(last, 1.0, "{device}: eval ranking accuracy after training");
+        assert!(
+            evals.last().unwrap()["eval_loss"].as_f64().unwrap()
+                < evals[0]["eval_loss"].as_f64().unwrap() / 4.0,
+            "{device}: eval loss should fall: {evals:?}"
+        );
+        // The final model is a Hugging Face directory that loads.
+        assert_eq!(summary.saved, out.join("final"));
+        rrhf::checkpoint::load_model(&summary.saved, &burn::tensor::Device::flex()).unwrap();
+        // Every logged step has the fields the issue names.
+        for line in metrics(&out).iter().filter(|v| v.get("loss").is_some()) {
+            for key in [
+                "step",
+                "loss",
+                "rank_loss",
+                "ft_loss",
+                "lr",
+                "grad_norm",
+                "tokens_per_sec",
+            ] {
+                assert!(line[key].is_number(), "{device}: {key} missing in {line}");
+            }
+        }
+    }
+}
+
+#[test]
+fn resume_continues_exactly() {
+    for device in devices() {
+        let extra = ["train.max_steps=8", "output.save_every=0"];
+        let whole = scratch(&format!("train-whole-{device}"));
+        train(
+            &config(&whole, &device, &extra),
+            &RunOptions {
+                resume: None,
+                stop_after: None,
+            },
+        )
+        .unwrap();
+
+        let split = scratch(&format!("train-split-{device}"));
+        let cfg = config(&split, &device, &extra);
+        let stopped = train(
+            &cfg,
+            &RunOptions {
+                resume: None,
+                stop_after: Some(3),
+            },
+        )
+        .unwrap();
+        assert_eq!(stopped.saved, split.join("checkpoint-3"));
+        train(
+            &cfg,
+            &RunOptions {
+                resume: Some(stopped.saved),
+                stop_after: None,
+            },
+        )
+        .unwrap();
+
+        let (a, b) = (
+            deterministic(metrics(&whole)),
+            deterministic(metrics(&split)),
+        );
+        assert_eq!(a.len(), b.len(), "{device}");
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x, y, "{device}: resumed run differs");
+        }
+    }
+}
+
+fn rrhf(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rrhf"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Runs `rrhf train` on the tiny config with `data_line` as an extra training line (or a config
+/// override), expecting an error that mentions every one of `expect`.
+fn expect_train_error(dir: &Path, set: &[String], expect: &[&str]) {
+    let mut args = vec!["train".to_string(), "--config".into(), CONFIG.into()];
+    let mut all = vec![format!(
+        "output.dir={:?}",
+        dir.join("out").display().to_string()
+    )];
+    all.extend(set.iter().cloned());
+    for s in &all {
+        args.push("--set".into());
+        args.push(s.clone());
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = rrhf(&refs);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure for {set:?}");
+    assert!(
+        !stderr.contains("panicked"),
+        "panic instead of an error: {stderr}"
+    );
+    for e in expect {
+        assert!(stderr.contains(e), "expected {e:?} in: {stderr}");
+    }
+}
+
+fn data_file(dir: &Path, name: &str, bad_line: &str) -> PathBuf {
+    let good = std::fs::read_to_string("tests/data/tiny_ranked_train.jsonl").unwrap();
+    let mut lines: Vec<&str> = good.lines().take(3).collect();
+    lines.push(bad_line);
+    let path = dir.join(name);
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
+#[test]
+fn bad_data_names_file_line_and_field() {
+    let dir = scratch("train-bad-data");
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "malformed.jsonl",
+            r#"{"query": "q", "responses": ["a"], "#,
+            &["malformed.jsonl:4", "not valid JSON"],
+        ),
+        (
+            "lengths.jsonl",
+            r#"{"query": "q", "responses": ["a", "b"], "scores": [1]}"#,
+            &["lengths.jsonl:4", "`scores`", "1 scores for 2 responses"],
+        ),
+        (
+            "empty.jsonl",
+            r#"{"query": "q", "responses": [], "scores": []}"#,
+            &["empty.jsonl:4", "`responses`", "empty"],
+        ),
+        (
+            "nan.jsonl",
+            r#"{"query": "q", "responses": ["a", "b"], "scores": [NaN, 1]}"#,
+            &["nan.jsonl:4", "`scores`", "NaN"],
+        ),
+        (
+            "null.jsonl",
+            r#"{"query": "q", "responses": ["a", "b"], "scores": [null, 1]}"#,
+            &["null.jsonl:4", "`scores[0]`"],
+        ),
+    ];
+    for (name, line, expect) in cases {
+        let path = data_file(&dir, name, line);
+        expect_train_error(
+            &dir,
+            &[format!("data.train={:?}", path.display().to_string())],
+            expect,
+        );
+    }
+    // A query longer than max_length.
+    let long = format!(
+        r#"{{"query": "{}", "responses": ["a"], "scores": [1]}}"#,
+        "word ".repeat(200)
+    );
+    let path = data_file(&dir, "long.jsonl", &long);
+    expect_train_error(
+        &dir,
+        &[format!("data.train={:?}", path.display().to_string())],
+        &["long.jsonl:4", "`query`", "max_length = 64"],
+    );
+}
+
+#[test]
+fn bad_config_names_the_key() {
+    let dir = scratch("train-bad-config");
+    let text = std::fs::read_to_string(CONFIG)
+        .unwrap()
+        .replace("[train]\n", "[train]\nlearning_rate = 0.1\n");
+    let path = dir.join("typo.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = rrhf(&["train", "--config", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("typo.toml") && stderr.contains("learning_rate") && stderr.contains("line"),
+        "{stderr}"
+    );
+    expect_train_error(&dir, &["train.lr_typo=1".into()], &["lr_typo"]);
+    expect_train_error(&dir, &["train.grad_accum=0".into()], &["train.grad_accum"]);
+}
+
+#[test]
+fn kill_during_checkpoint_writes_keeps_checkpoints_loadable() {
+    let dir = scratch("train-kill");
+    let out = dir.join("out");
+    // A checkpoint after every step, so kills land during writes.
+    for delay_ms in [150, 260, 370, 480, 590] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rrhf"))
+            .args([
+                "train",
+                "--config",
+                CONFIG,
+                "--set",
+                "output.save_every=1",
+                "--set",
+            ])
+            .arg(format!("output.dir={:?}", out.display().to_string()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        for entry in std::fs::read_dir(&out).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with("checkpoint-") {
+                rrhf::checkpoint::load_model(&entry.path(), &burn::tensor::Device::flex())
+                    .unwrap_or_else(|e| panic!("{name} after kill at {delay_ms} ms: {e:#}"));
+                let state =
+                    std::fs::read_to_string(entry.path().join("trainer_state.json")).unwrap();
+                serde_json::from_str::<Value>(&state).unwrap();
+            }
+        }
+    }
+    // And a resumed run from the newest checkpoint finishes.
+    let newest = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .strip_prefix("checkpoint-")?
+                .parse::<usize>()
+                .ok()
+        })
+        .max()
+        .expect("some checkpoint survived");
+    let resumed = rrhf(&[
+        "train",
+        "--config",
+        CONFIG,
+        "--set",
+        &format!("output.dir={:?}", out.display().to_string()),
+        "--resume",
+        out.join(format!("checkpoint-{newest}")).to_str().unwrap(),
+    ]);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+}
