@@ -352,6 +352,7 @@ mod tests {
             query,
             responses,
             scores,
+            line: 1,
         }
     }
 

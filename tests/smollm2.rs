@@ -124,3 +124,48 @@ fn tokenizer_rebuilt_from_gguf_matches_reference_ids() {
         .collect();
     assert_eq!(q, want);
 }
+
+#[test]
+fn first_rrhf_loss_equals_pytorch_and_training_lowers_it() {
+    let Some(dir) = model_dir() else { return };
+    let reference = json(&fixture("smollm2_rrhf_loss.json"));
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("smollm2-train");
+    let _ = std::fs::remove_dir_all(&out);
+    let config = rrhf::train::TrainConfig::load(
+        std::path::Path::new("configs/smollm2-test.toml"),
+        &[
+            format!("model.path={:?}", dir.display().to_string()),
+            format!("output.dir={:?}", out.display().to_string()),
+        ],
+    )
+    .unwrap();
+    let options = rrhf::train::RunOptions {
+        resume: None,
+        stop_after: None,
+    };
+    rrhf::train::train(&config, &options).unwrap();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let first = lines.iter().find(|v| v.get("loss").is_some()).unwrap();
+    for key in ["loss", "rank_loss", "ft_loss"] {
+        let (got, want) = (
+            first[key].as_f64().unwrap(),
+            reference[key].as_f64().unwrap(),
+        );
+        assert!(
+            (got - want).abs() <= 1e-3 * want.abs(),
+            "first {key}: rrhf {got}, PyTorch {want}"
+        );
+    }
+    let evals: Vec<f64> = lines
+        .iter()
+        .filter_map(|v| v.get("eval_loss").and_then(|x| x.as_f64()))
+        .collect();
+    assert!(
+        evals.last().unwrap() < &(evals[0] * 0.5),
+        "loss on the training queries should fall: {evals:?}"
+    );
+}
