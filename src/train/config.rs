@@ -242,6 +242,30 @@ mod tests {
     }
 
     #[test]
+    fn shipped_configs_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                TrainConfig::load(&path, &[]).unwrap_or_else(|e| panic!("{e:#}"));
+                checked += 1;
+            }
+        }
+        assert!(checked >= 3, "only {checked} configs in {}", dir.display());
+        let paper = TrainConfig::load(&dir.join("rrhf-hh-paper.toml"), &[]).unwrap();
+        let t = &paper.train;
+        assert_eq!(
+            (t.lr, t.epochs, t.queries_per_step, t.warmup_ratio),
+            (2e-5, 3, 64, 0.03)
+        );
+        assert_eq!(
+            (t.schedule, t.weight_decay, paper.data.max_length),
+            (Schedule::Cosine, 0.0, 192)
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_errors_with_their_line() {
         let text = format!("{MINIMAL}[train]\nlearning_rate = 1\n");
         let err = TrainConfig::parse(&text, Path::new("c.toml"), &[])
