@@ -6,12 +6,14 @@ use std::time::Instant;
 use anyhow::{Result, ensure};
 use clap::{Args, Parser, Subcommand};
 
-use crate::checkpoint::{self, SaveDtype, convert::convert_gguf};
-use crate::data::ScoredBatch;
+use crate::checkpoint::{self, SaveDtype, convert::convert_gguf, write_file_atomically};
+use crate::data::{ScoredBatch, read_query_lines};
 use crate::device::{self, DeviceChoice, SelectedDevice};
+use crate::eval::{EvalSettings, ModelEval, evaluate_model, win_rate};
 use crate::loss::sequence_logprobs;
 use crate::model::Llama;
-use crate::sampling::{SamplingConfig, generate};
+use crate::rewards::{RewardOptions, parse_reward, score_responses};
+use crate::sampling::{ResponsePolicy, SamplingConfig, generate, sample_responses};
 use crate::tokenizer::{TemplateMode, Tokenizer};
 use crate::train::{RunOptions, TrainConfig, train};
 
@@ -48,8 +50,84 @@ enum Command {
     Generate(GenerateArgs),
     /// Print the RRHF sequence score of a response: `{"sum", "tokens", "mean"}` of its token log-probs.
     Logprob(LogprobArgs),
+    /// Draw k responses per query (top-p, beam, diverse beam or greedy) into a JSONL file.
+    Sample(SampleArgs),
+    /// Add reward scores to sampled {query, responses} lines.
+    Score(ScoreArgs),
+    /// Greedy answers to held-out queries: reward mean and spread, reference perplexity, win rate.
+    Eval(EvalArgs),
     /// Train with the RRHF loss on ranked data, as a TOML config describes.
     Train(TrainArgs),
+}
+
+#[derive(Args)]
+struct SampleArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// JSONL with `query` (or `prompt`) per line; other fields are ignored.
+    #[arg(long)]
+    queries: PathBuf,
+    #[command(flatten)]
+    policy: ResponsePolicy,
+    /// Where to write {query, responses} lines.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct RewardArgs {
+    /// rule:NAME[:key=value,...] (length, contains, arithmetic, format) or command:CMD.
+    #[arg(long)]
+    reward: String,
+    /// Seconds an external scorer may take per batch.
+    #[arg(long, default_value_t = 120.0)]
+    reward_timeout: f64,
+}
+
+impl RewardArgs {
+    fn build(&self) -> Result<Box<dyn crate::rewards::Reward>> {
+        parse_reward(
+            &self.reward,
+            &RewardOptions {
+                timeout_secs: self.reward_timeout,
+            },
+        )
+    }
+}
+
+#[derive(Args)]
+struct ScoreArgs {
+    #[command(flatten)]
+    reward: RewardArgs,
+    /// {query, responses} lines, as `rrhf sample` writes them.
+    #[arg(long = "in")]
+    input: PathBuf,
+    /// The same lines with `scores`: ranked data for `rrhf train`.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// JSONL queries; a `chosen` or best-scored response, if present, is the reference whose
+    /// perplexity is reported.
+    #[arg(long)]
+    queries: PathBuf,
+    #[command(flatten)]
+    reward: RewardArgs,
+    /// A second model to compare with: the win rate of --model against it.
+    #[arg(long)]
+    against: Option<PathBuf>,
+    #[command(flatten)]
+    sampling: SamplingConfig,
+    /// Queries generated together.
+    #[arg(long, default_value_t = 8)]
+    batch_queries: usize,
+    /// Also write each query's answers and rewards here (JSONL).
+    #[arg(long)]
+    answers: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -124,6 +202,9 @@ pub fn run() -> Result<()> {
         }
         Command::Generate(args) => generate_cmd(args),
         Command::Logprob(args) => logprob_cmd(args),
+        Command::Sample(args) => sample_cmd(args),
+        Command::Score(args) => score_cmd(args),
+        Command::Eval(args) => eval_cmd(args),
         Command::Train(args) => train_cmd(args),
     }
 }
@@ -254,4 +335,175 @@ fn train_cmd(args: TrainArgs) -> Result<()> {
     }
     println!("{line}");
     Ok(())
+}
+
+fn sample_cmd(args: SampleArgs) -> Result<()> {
+    args.policy.validate()?;
+    let lines = read_query_lines(&args.queries)?;
+    let (_, model, tokenizer) = load(&args.model)?;
+    let prompts = lines
+        .iter()
+        .map(|l| tokenizer.encode_query(&l.query, args.model.template))
+        .collect::<Result<Vec<_>>>()?;
+    let bar = indicatif::ProgressBar::new(prompts.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "sampling {pos}/{len} queries [{bar:30}] {msg} ETA {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    let started = Instant::now();
+    let mut tokens = 0usize;
+    let samples = sample_responses(
+        &model,
+        &prompts,
+        &args.policy,
+        tokenizer.stop_ids(),
+        &mut |done, new_tokens| {
+            tokens += new_tokens;
+            bar.inc(done as u64);
+            bar.set_message(format!(
+                "{:.1} tokens/s",
+                tokens as f64 / started.elapsed().as_secs_f64()
+            ));
+        },
+    )?;
+    bar.finish();
+    let mut out = String::new();
+    for (line, responses) in lines.iter().zip(&samples) {
+        let texts = responses
+            .iter()
+            .map(|g| Ok(tokenizer.decode(&g.tokens, true)?.trim().to_string()))
+            .collect::<Result<Vec<_>>>()?;
+        out.push_str(&serde_json::json!({"query": line.query, "responses": texts}).to_string());
+        out.push('\n');
+    }
+    write_file_atomically(&args.out, out.as_bytes())?;
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "wrote {} queries x {} responses to {}: {tokens} tokens in {seconds:.1} s ({:.1} tokens/s)",
+        samples.len(),
+        args.policy.responses_per_query(),
+        args.out.display(),
+        tokens as f64 / seconds
+    );
+    Ok(())
+}
+
+fn score_cmd(args: ScoreArgs) -> Result<()> {
+    let lines = read_query_lines(&args.input)?;
+    if let Some(l) = lines.iter().find(|l| l.responses.is_empty()) {
+        anyhow::bail!(
+            "{}:{}: field `responses` is missing: nothing to score",
+            args.input.display(),
+            l.line
+        );
+    }
+    let mut reward = args.reward.build()?;
+    let queries: Vec<String> = lines.iter().map(|l| l.query.clone()).collect();
+    let responses: Vec<Vec<String>> = lines.iter().map(|l| l.responses.clone()).collect();
+    let scores = score_responses(reward.as_mut(), &queries, &responses)?;
+    let mut out = String::new();
+    for ((q, rs), ss) in queries.iter().zip(&responses).zip(&scores) {
+        out.push_str(&serde_json::json!({"query": q, "responses": rs, "scores": ss}).to_string());
+        out.push('\n');
+    }
+    write_file_atomically(&args.out, out.as_bytes())?;
+    let flat: Vec<f64> = scores.into_iter().flatten().collect();
+    let (mean, std) = crate::rewards::mean_std(&flat);
+    eprintln!(
+        "scored {} responses with {}: mean {mean:.4}, std {std:.4}; wrote {}",
+        flat.len(),
+        reward.describe(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn eval_cmd(args: EvalArgs) -> Result<()> {
+    args.sampling.validate()?;
+    let lines = read_query_lines(&args.queries)?;
+    let mut reward = args.reward.build()?;
+    let selected = device::select(&args.model.device)?;
+    eprintln!("device: {}", selected.description);
+    let settings = EvalSettings {
+        sampling: args.sampling.clone(),
+        template: args.model.template,
+        batch: args.batch_queries,
+    };
+    let mut evals = vec![evaluate_model(
+        &args.model.model,
+        &selected.device,
+        &lines,
+        reward.as_mut(),
+        &settings,
+    )?];
+    if let Some(other) = &args.against {
+        evals.push(evaluate_model(
+            other,
+            &selected.device,
+            &lines,
+            reward.as_mut(),
+            &settings,
+        )?);
+    }
+    if let Some(path) = &args.answers {
+        let mut out = String::new();
+        for (i, line) in lines.iter().enumerate() {
+            let per_model: Vec<serde_json::Value> = evals
+                .iter()
+                .map(|e| serde_json::json!({"model": e.model, "answer": e.answers[i], "reward": e.rewards[i]}))
+                .collect();
+            out.push_str(
+                &serde_json::json!({"query": line.query, "answers": per_model}).to_string(),
+            );
+            out.push('\n');
+        }
+        write_file_atomically(path, out.as_bytes())?;
+    }
+    eprintln!("{}", eval_table(&evals, &reward.describe(), lines.len()));
+    let summary = |e: &ModelEval| {
+        serde_json::json!({
+            "model": e.model, "reward_mean": e.reward_mean, "reward_std": e.reward_std,
+            "perplexity": e.perplexity, "mean_answer_tokens": e.mean_answer_tokens,
+            "tokens_per_sec": e.tokens_per_sec,
+        })
+    };
+    let mut line = serde_json::json!({
+        "queries": lines.len(),
+        "reward": reward.describe(),
+        "max_new_tokens": args.sampling.max_new_tokens,
+        "temperature": args.sampling.temperature,
+        "seed": args.sampling.seed,
+        "models": evals.iter().map(summary).collect::<Vec<_>>(),
+    });
+    if let [a, b] = &evals[..] {
+        line["win_rate"] = win_rate(&a.rewards, &b.rewards).into();
+    }
+    println!("{line}");
+    Ok(())
+}
+
+fn eval_table(evals: &[ModelEval], reward: &str, queries: usize) -> String {
+    let mut t = format!(
+        "{queries} queries, reward {reward}\n{:<40} {:>12} {:>10} {:>11} {:>12}\n",
+        "model", "reward mean", "std", "perplexity", "answer toks"
+    );
+    for e in evals {
+        let ppl = e.perplexity.map_or("-".to_string(), |p| format!("{p:.3}"));
+        t.push_str(&format!(
+            "{:<40} {:>12.4} {:>10.4} {:>11} {:>12.1}\n",
+            e.model, e.reward_mean, e.reward_std, ppl, e.mean_answer_tokens
+        ));
+    }
+    if let [a, b] = evals {
+        t.push_str(&format!(
+            "win rate of {} against {}: {:.3} (ties count half)",
+            a.model,
+            b.model,
+            win_rate(&a.rewards, &b.rewards)
+        ));
+    }
+    t
 }

@@ -28,15 +28,70 @@ pub struct RankedExample {
 
 /// Reads a ranked or pairwise JSONL file (blank lines are skipped).
 pub fn read_ranked_jsonl(path: &Path) -> Result<Vec<RankedExample>> {
+    read_jsonl(path, "ranked data", |line, number| {
+        let q = parse_query_line(line, number)?;
+        if q.responses.is_empty() {
+            bail!("field `responses` is missing (or give `prompt`, `chosen`, `rejected`)");
+        }
+        let scores = q.scores.context("field `scores` is missing")?;
+        Ok(RankedExample {
+            query: q.query,
+            responses: q.responses,
+            scores,
+            line: number,
+        })
+    })
+}
+
+/// One line of a query file: a query, and whatever responses and scores it comes with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryLine {
+    pub query: String,
+    pub responses: Vec<String>,
+    pub scores: Option<Vec<f32>>,
+    pub line: usize,
+}
+
+impl QueryLine {
+    /// The response to measure perplexity on: the best-scored one (the first on ties), the
+    /// chosen one of a pair, or the only one.
+    pub fn reference(&self) -> Option<&str> {
+        match &self.scores {
+            Some(scores) => {
+                let mut best = 0;
+                for (i, s) in scores.iter().enumerate() {
+                    if *s > scores[best] {
+                        best = i;
+                    }
+                }
+                self.responses.get(best).map(String::as_str)
+            }
+            None if self.responses.len() == 1 => Some(&self.responses[0]),
+            None => None,
+        }
+    }
+}
+
+/// Reads queries from JSONL: `query` (or `prompt`), with optional `responses` and `scores` or
+/// `chosen` and `rejected`. Ranked, pairwise and sampled files are all query files.
+pub fn read_query_lines(path: &Path) -> Result<Vec<QueryLine>> {
+    read_jsonl(path, "queries", parse_query_line)
+}
+
+fn read_jsonl<T>(
+    path: &Path,
+    what: &str,
+    parse: impl Fn(&str, usize) -> Result<T>,
+) -> Result<Vec<T>> {
     let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read ranked data {}", path.display()))?;
+        .with_context(|| format!("cannot read {what} {}", path.display()))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
         let at = format!("{}:{}", path.display(), i + 1);
-        out.push(parse_line(line, i + 1).with_context(|| at)?);
+        out.push(parse(line, i + 1).with_context(|| at)?);
     }
     if out.is_empty() {
         bail!("{}: no examples", path.display());
@@ -44,7 +99,7 @@ pub fn read_ranked_jsonl(path: &Path) -> Result<Vec<RankedExample>> {
     Ok(out)
 }
 
-fn parse_line(line: &str, number: usize) -> Result<RankedExample> {
+fn parse_query_line(line: &str, number: usize) -> Result<QueryLine> {
     let value: Value = match serde_json::from_str(line) {
         Ok(v) => v,
         Err(e) => {
@@ -65,16 +120,16 @@ fn parse_line(line: &str, number: usize) -> Result<RankedExample> {
             None => bail!("field `{field}` is missing"),
         }
     };
+    let query_field = if obj.contains_key("prompt") && !obj.contains_key("query") {
+        "prompt"
+    } else {
+        "query"
+    };
     if obj.contains_key("chosen") || obj.contains_key("rejected") {
-        let prompt_field = if obj.contains_key("prompt") {
-            "prompt"
-        } else {
-            "query"
-        };
-        return Ok(RankedExample {
-            query: string(prompt_field)?,
+        return Ok(QueryLine {
+            query: string(query_field)?,
             responses: vec![string("chosen")?, string("rejected")?],
-            scores: vec![1.0, 0.0],
+            scores: Some(vec![1.0, 0.0]),
             line: number,
         });
     }
@@ -94,35 +149,39 @@ fn parse_line(line: &str, number: usize) -> Result<RankedExample> {
             "field `responses`: expected a list of strings, got {}",
             kind(other)
         ),
-        None => bail!("field `responses` is missing (or give `prompt`, `chosen`, `rejected`)"),
+        None => vec![],
     };
-    if responses.is_empty() {
+    if obj.contains_key("responses") && responses.is_empty() {
         bail!("field `responses`: the list is empty");
     }
-    let scores: Vec<f32> = match obj.get("scores") {
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(j, v)| match v.as_f64() {
-                Some(x) if x.is_finite() => Ok(x as f32),
-                _ => bail!("field `scores[{j}]`: expected a finite number, got {v}"),
-            })
-            .collect::<Result<_>>()?,
+    let scores: Option<Vec<f32>> = match obj.get("scores") {
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .enumerate()
+                .map(|(j, v)| match v.as_f64() {
+                    Some(x) if x.is_finite() => Ok(x as f32),
+                    _ => bail!("field `scores[{j}]`: expected a finite number, got {v}"),
+                })
+                .collect::<Result<_>>()?,
+        ),
         Some(other) => bail!(
             "field `scores`: expected a list of numbers, got {}",
             kind(other)
         ),
-        None => bail!("field `scores` is missing"),
+        None => None,
     };
-    if scores.len() != responses.len() {
+    if let Some(scores) = &scores
+        && scores.len() != responses.len()
+    {
         bail!(
             "field `scores`: {} scores for {} responses",
             scores.len(),
             responses.len()
         );
     }
-    Ok(RankedExample {
-        query: string("query")?,
+    Ok(QueryLine {
+        query: string(query_field)?,
         responses,
         scores,
         line: number,
@@ -383,7 +442,7 @@ mod tests {
 
     #[test]
     fn parse_errors_name_the_field() {
-        let err = |line: &str| format!("{:#}", parse_line(line, 1).unwrap_err());
+        let err = |line: &str| format!("{:#}", parse_query_line(line, 1).unwrap_err());
         assert!(
             err("{\"query\": \"q\", \"responses\": [], \"scores\": []}")
                 .contains("`responses`: the list is empty")
@@ -401,12 +460,20 @@ mod tests {
         );
         assert!(err("{\"responses\": [\"a\"], \"scores\": [1]}").contains("`query` is missing"));
         assert!(err("{\"query\": ").contains("not valid JSON"));
-        let pair = parse_line(
+        let pair = parse_query_line(
             "{\"prompt\": \"p\", \"chosen\": \"c\", \"rejected\": \"r\"}",
             3,
         )
         .unwrap();
-        assert_eq!((pair.responses.len(), pair.scores), (2, vec![1.0, 0.0]));
+        assert_eq!(
+            (pair.responses.len(), pair.scores.clone(), pair.reference()),
+            (2, Some(vec![1.0, 0.0]), Some("c"))
+        );
+        let bare = parse_query_line("{\"query\": \"q\"}", 1).unwrap();
+        assert_eq!(
+            (bare.responses.len(), bare.scores.clone(), bare.reference()),
+            (0, None, None)
+        );
     }
 
     #[test]

@@ -4,15 +4,17 @@
 //! One module per stage of the data flow: `model` (the LLaMA), `checkpoint` (Hugging Face
 //! directories and GGUF import), `tokenizer` (tokens and chat templates), `data` (batches),
 //! `kernels` (sequence log-prob and ranking reductions), `loss` (the RRHF loss), `sampling`
-//! (generation), `device` (where tensors live) and `cli`.
+//! (generation and the k-response policies), `rewards` (rules, external scorers), `device` (where tensors live) and `cli`.
 
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod device;
+pub mod eval;
 pub mod kernels;
 pub mod loss;
 pub mod model;
+pub mod rewards;
 pub mod sampling;
 pub mod tokenizer;
 pub mod train;

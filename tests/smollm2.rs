@@ -169,3 +169,76 @@ fn first_rrhf_loss_equals_pytorch_and_training_lowers_it() {
         "loss on the training queries should fall: {evals:?}"
     );
 }
+
+/// Diverse beam search gives k different answers where plain beam search gives near-copies.
+#[test]
+fn diverse_beam_search_answers_differ_where_beam_search_repeats() {
+    let Some(dir) = model_dir() else { return };
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let queries = out.join("smollm2-sample-queries.jsonl");
+    std::fs::write(
+        &queries,
+        "{\"query\": \"Give me a tip for sleeping better.\"}\n",
+    )
+    .unwrap();
+    let sample = |policy: &str| -> Vec<String> {
+        let file = out.join(format!("smollm2-{policy}.jsonl"));
+        rrhf(&[
+            "sample",
+            "--model",
+            dir.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--queries",
+            queries.to_str().unwrap(),
+            "--policy",
+            policy,
+            "--k",
+            "4",
+            "--max-new-tokens",
+            "24",
+            "--out",
+            file.to_str().unwrap(),
+        ]);
+        let line: serde_json::Value = serde_json::from_str(
+            std::fs::read_to_string(&file)
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap(),
+        )
+        .unwrap();
+        line["responses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap().to_string())
+            .collect()
+    };
+    // The mean, over pairs, of the share of words two answers begin with in common.
+    let overlap = |rs: &[String]| {
+        let mut total = 0.0;
+        let mut pairs = 0.0;
+        for i in 0..rs.len() {
+            for j in i + 1..rs.len() {
+                let (a, b): (Vec<&str>, Vec<&str>) = (
+                    rs[i].split_whitespace().collect(),
+                    rs[j].split_whitespace().collect(),
+                );
+                let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+                total += common as f64 / a.len().min(b.len()).max(1) as f64;
+                pairs += 1.0;
+            }
+        }
+        total / pairs
+    };
+    let diverse = sample("diverse-beam");
+    let beam = sample("beam");
+    let distinct: std::collections::HashSet<&String> = diverse.iter().collect();
+    assert_eq!(distinct.len(), 4, "{diverse:#?}");
+    let (d, b) = (overlap(&diverse), overlap(&beam));
+    assert!(
+        b > 0.8 && d < 0.3,
+        "shared-prefix share: beam {b:.2} {beam:#?}, diverse {d:.2} {diverse:#?}"
+    );
+}

@@ -329,3 +329,80 @@ fn kill_during_checkpoint_writes_keeps_checkpoints_loadable() {
         String::from_utf8_lossy(&resumed.stderr)
     );
 }
+
+/// The tiny config made online: 2 sampled responses per query plus the file's own, scored by a
+/// rule, re-sampled every step.
+fn online_config(out: &Path) -> TrainConfig {
+    let text = std::fs::read_to_string(CONFIG).unwrap()
+        + "\n[online]\nreward = \"rule:length:max_words=3\"\nresample_every = 2\n\
+           include_data_responses = true\n\n[online.sampling]\npolicy = \"top_p\"\nk = 2\n\
+           max_new_tokens = 6\ntemperature = 1.0\n";
+    let set = [
+        format!("output.dir={:?}", out.display().to_string()),
+        "train.max_steps=4".to_string(),
+        "output.save_every=0".to_string(),
+        "train.device=\"cpu\"".to_string(),
+    ];
+    TrainConfig::parse(&text, Path::new(CONFIG), &set).unwrap()
+}
+
+#[test]
+fn online_rounds_sample_score_and_resume_exactly() {
+    let whole = scratch("train-online-whole");
+    let run = |out: &Path, resume: Option<PathBuf>, stop_after| {
+        train(&online_config(out), &RunOptions { resume, stop_after }).unwrap()
+    };
+    run(&whole, None, None);
+    // Rounds at steps 0 and 2, each 2 steps x 8 queries, each query with 2 samples + its own.
+    for start in [0, 2] {
+        let round =
+            rrhf::data::read_ranked_jsonl(&whole.join(format!("samples/round-{start}.jsonl")))
+                .unwrap();
+        assert!(!round.is_empty() && round.len() <= 16);
+        for line in &round {
+            assert!(line.responses.len() >= 3, "{line:?}");
+            for (r, s) in line.responses.iter().zip(&line.scores) {
+                let words = r.split_whitespace().count();
+                let expected = if words == 0 {
+                    0.0
+                } else if words <= 3 {
+                    1.0
+                } else {
+                    3.0 / words as f32
+                };
+                assert!((s - expected).abs() < 1e-6, "{r:?} scored {s}");
+            }
+        }
+    }
+    let lines = metrics(&whole);
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.get("sample_reward_mean").is_some())
+            .count(),
+        2
+    );
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l.get("loss").is_some())
+            .all(|l| l["reward"].is_number())
+    );
+
+    // Stopped mid-round (after step 3) and resumed: step 4 trains on the round read back.
+    let parted = scratch("train-online-parted");
+    run(&parted, None, Some(3));
+    run(&parted, Some(parted.join("checkpoint-3")), None);
+    let strip = |lines: Vec<Value>| {
+        deterministic(lines)
+            .into_iter()
+            .map(|mut v| {
+                let o = v.as_object_mut().unwrap();
+                o.remove("sample_seconds");
+                o.remove("sample_tokens_per_sec");
+                v
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(metrics(&parted)), strip(metrics(&whole)));
+}

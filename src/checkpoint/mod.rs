@@ -151,3 +151,31 @@ fn sync_dir_files(dir: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Writes `contents` to a temporary name beside `path`, flushes it, and renames it into place:
+/// readers see the old file or the new one, never half of one.
+pub fn write_file_atomically(path: &Path, contents: &[u8]) -> Result<()> {
+    let name = path
+        .file_name()
+        .with_context(|| format!("{}: not a file name", path.display()))?;
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let write = || -> Result<()> {
+        let mut file = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut file, contents)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        e.context(format!("cannot write {}", path.display()))
+    })
+}

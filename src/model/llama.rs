@@ -143,8 +143,9 @@ impl KvCache {
         (k, v)
     }
 
-    /// Keep only the batch rows in `rows` (sequences still generating).
-    pub fn retain_rows(&mut self, rows: &[usize], device: &Device) {
+    /// Row i becomes the old row `rows[i]`: drops sequences that have ended, and gives each new
+    /// beam the history of the beam it extends (rows may repeat).
+    pub fn select_rows(&mut self, rows: &[usize], device: &Device) {
         let index = Tensor::<1, Int>::from_data(
             TensorData::new(
                 rows.iter().map(|&r| r as i64).collect::<Vec<_>>(),

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceChoice;
 use crate::loss::LossConfig;
+use crate::sampling::ResponsePolicy;
 use crate::tokenizer::TemplateMode;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,6 +24,36 @@ pub struct TrainConfig {
     #[serde(default)]
     pub train: TrainSection,
     pub output: OutputSection,
+    /// Online RRHF: sample the responses from the policy being trained.
+    pub online: Option<OnlineSection>,
+}
+
+/// `[online]`: every `resample_every` steps, the queries of the next steps get `sampling.k`
+/// fresh responses from the current weights, scored by `reward`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnlineSection {
+    /// `rule:NAME[:key=value,...]` or `command:CMD` (see `rrhf score`).
+    pub reward: String,
+    /// Seconds an external scorer may take per round.
+    #[serde(default = "default_reward_timeout")]
+    pub reward_timeout_secs: f64,
+    #[serde(default = "one")]
+    pub resample_every: usize,
+    /// Also rank the data file's own responses (scored by the same reward) with the samples.
+    #[serde(default)]
+    pub include_data_responses: bool,
+    /// Subtract kl_coef * (log p_policy - log p_start) of each response from its reward, so the
+    /// policy is held near the model it started from.
+    #[serde(default)]
+    pub kl_coef: f64,
+    /// `[online.sampling]`: the policy, k, max_new_tokens, temperature... as `rrhf sample` takes.
+    #[serde(default)]
+    pub sampling: ResponsePolicy,
+}
+
+fn default_reward_timeout() -> f64 {
+    120.0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -185,6 +216,20 @@ impl TrainConfig {
         }
         if self.output.log_every == 0 {
             return bad("output.log_every", "must be at least 1");
+        }
+        if let Some(online) = &self.online {
+            if online.resample_every == 0 {
+                return bad("online.resample_every", "must be at least 1");
+            }
+            if !(online.kl_coef.is_finite() && online.kl_coef >= 0.0) {
+                return bad("online.kl_coef", "must be a non-negative number");
+            }
+            if let Err(e) = online.sampling.validate() {
+                return bad("online.sampling", &e.to_string());
+            }
+            if let Err(e) = crate::rewards::parse_reward(&online.reward, &Default::default()) {
+                return bad("online.reward", &format!("{e:#}"));
+            }
         }
         Ok(self)
     }

@@ -4,6 +4,7 @@
 //! learning rate, and log, evaluate and checkpoint on their schedules.
 
 pub mod config;
+pub mod online;
 pub mod optimizer;
 pub mod schedule;
 pub mod state;
@@ -24,13 +25,15 @@ use serde_json::json;
 
 use crate::checkpoint::{SaveDtype, load_model, save_model};
 use crate::data::{
-    RankBatch, TokenizeOptions, TokenizedExample, read_ranked_jsonl, tokenize_examples,
+    RankBatch, TokenizeOptions, TokenizedExample, read_query_lines, read_ranked_jsonl,
+    tokenize_examples,
 };
 use crate::device::select;
 use crate::loss::{LossConfig, ranked_pairs, rrhf_loss};
 use crate::model::Llama;
 use crate::tokenizer::Tokenizer;
 pub use config::TrainConfig;
+use online::OnlineSampler;
 use optimizer::{AdamW, AdamWConfig, GradientBuffer};
 use schedule::LrSchedule;
 use state::{TrainerState, checkpoint_dir, load_checkpoint_state, save_checkpoint};
@@ -74,7 +77,28 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
         max_query_length: config.data.max_query_length,
         template: config.data.template,
     };
-    let train_set = load_tokenized(&config.data.train, &tokenizer, opts)?;
+    // Offline, every query's responses are known now; online, they are sampled round by round.
+    let (mut train_set, mut online): (Vec<Option<TokenizedExample>>, _) = match &config.online {
+        None => (
+            load_tokenized(&config.data.train, &tokenizer, opts)?
+                .into_iter()
+                .map(Some)
+                .collect(),
+            None,
+        ),
+        Some(section) => {
+            let queries = read_query_lines(&config.data.train)?;
+            let sampler = OnlineSampler::new(
+                section,
+                queries.clone(),
+                opts,
+                &config.model.path,
+                &selected.device,
+                &config.output.dir,
+            )?;
+            (vec![None; queries.len()], Some(sampler))
+        }
+    };
     let eval_set = match &config.data.eval {
         Some(path) => Some(load_tokenized(path, &tokenizer, opts)?),
         None => None,
@@ -159,14 +183,46 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
         metrics.write(eval_line(0, result), &progress)?;
     }
 
+    let mut round_scores = std::collections::HashMap::new();
+    let mut first_round = true;
     while state.step < end {
         let step = state.step;
         let started = Instant::now();
+        if let Some(sampler) = online.as_mut()
+            && (step % sampler.resample_every() == 0 || first_round)
+        {
+            let start = step - step % sampler.resample_every();
+            let mut indices = Vec::new();
+            for s in start..(start + sampler.resample_every()).min(total_steps) {
+                for i in order.for_step(s, t.queries_per_step) {
+                    if !indices.contains(&i) {
+                        indices.push(i);
+                    }
+                }
+            }
+            let reuse = first_round && options.resume.is_some();
+            let round = sampler.round(&model.valid(), &tokenizer, start, &indices, reuse)?;
+            for (i, example) in round.examples {
+                train_set[i] = Some(example);
+            }
+            round_scores = round.mean_score;
+            if let Some(line) = round.log {
+                metrics.write(line, &progress)?;
+            }
+        }
+        first_round = false;
         let queries = order.for_step(step, t.queries_per_step);
         let mut sums = [0.0f32; 3];
         let mut tokens = 0;
         for chunk in queries.chunks(micro) {
-            let examples: Vec<&TokenizedExample> = chunk.iter().map(|&i| &train_set[i]).collect();
+            let examples: Vec<&TokenizedExample> = chunk
+                .iter()
+                .map(|&i| {
+                    train_set[i]
+                        .as_ref()
+                        .expect("the round sampled every query of its steps")
+                })
+                .collect();
             let batch = RankBatch::new(&examples);
             tokens += batch.real_tokens();
             let loss = rrhf_loss(&model, &batch, &config.loss);
@@ -222,8 +278,7 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
         ));
         let is_last = state.step == end;
         if state.step % config.output.log_every == 0 || is_last {
-            metrics.write(
-                json!({
+            let mut line = json!({
                     "step": state.step,
                     "epoch": (step * t.queries_per_step) as f64 / train_set.len() as f64,
                     "loss": last_loss,
@@ -234,9 +289,16 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
                     "tokens": tokens,
                     "tokens_per_sec": tokens_per_sec,
                     "step_seconds": seconds,
-                }),
-                &progress,
-            )?;
+            });
+            if online.is_some() {
+                // The mean score (reward, less the KL term if any) of the step's responses.
+                let scores: Vec<f64> = queries
+                    .iter()
+                    .filter_map(|i| round_scores.get(i).copied())
+                    .collect();
+                line["reward"] = crate::rewards::mean_std(&scores).0.into();
+            }
+            metrics.write(line, &progress)?;
         }
         let eval_due = config.output.eval_every > 0 && state.step % config.output.eval_every == 0;
         if let Some(set) = &eval_set

@@ -1,0 +1,529 @@
+//! Generation with a KV cache, batched over prompts of different lengths, and the policies that
+//! draw k responses per query for RRHF: top-p sampling, beam search, diverse beam search, greedy.
+//!
+//! Prompts are left-padded to a common length; each row's rotary positions start at its first
+//! real token and its padding is masked out of attention, so a prompt's continuation does not
+//! depend on what it is batched with. Rows that reach a stop token leave the batch (their cache
+//! rows are dropped). Token choice happens on the host: greedy, or temperature with top-k and
+//! top-p, each row with its own seeded generator.
+
+use anyhow::{Result, ensure};
+use burn::tensor::{Int, Tensor, TensorData};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+use crate::model::{AttentionContext, KvCache, Llama};
+
+pub mod beam;
+pub use beam::{BeamConfig, beam_search};
+
+#[derive(Debug, Clone, clap::Args, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplingConfig {
+    /// Most tokens to generate per prompt.
+    #[arg(long, default_value_t = 128)]
+    pub max_new_tokens: usize,
+    /// Softmax temperature; 0 picks the most likely token (greedy).
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Sample only among the k most likely tokens (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Sample only among the most likely tokens whose probabilities sum to p (1: no limit).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Seed of the sampler; the same seed gives the same text.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        Self {
+            max_new_tokens: 128,
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+impl SamplingConfig {
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            self.temperature >= 0.0 && self.temperature.is_finite(),
+            "temperature must be >= 0, got {}",
+            self.temperature
+        );
+        ensure!(
+            self.top_p > 0.0 && self.top_p <= 1.0,
+            "top_p must be in (0, 1], got {}",
+            self.top_p
+        );
+        Ok(())
+    }
+}
+
+/// What one prompt produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generated {
+    /// New tokens, including the stop token if one ended it.
+    pub tokens: Vec<u32>,
+    pub stopped: bool,
+}
+
+/// Continues every prompt until a token of `stop_ids` or `max_new_tokens`.
+pub fn generate(
+    model: &Llama,
+    prompts: &[Vec<u32>],
+    cfg: &SamplingConfig,
+    stop_ids: &[u32],
+) -> Result<Vec<Generated>> {
+    generate_rows(model, prompts, cfg, stop_ids, 0)
+}
+
+/// [`generate`], with the prompts numbered from `first_row` for their random generators, so that
+/// a prompt's sample does not depend on how the prompts were split into batches.
+fn generate_rows(
+    model: &Llama,
+    prompts: &[Vec<u32>],
+    cfg: &SamplingConfig,
+    stop_ids: &[u32],
+    first_row: usize,
+) -> Result<Vec<Generated>> {
+    cfg.validate()?;
+    let batch = prompts.len();
+    let mut out: Vec<Generated> = vec![
+        Generated {
+            tokens: vec![],
+            stopped: false
+        };
+        batch
+    ];
+    if batch == 0 || cfg.max_new_tokens == 0 {
+        return Ok(out);
+    }
+    let mut rngs: Vec<StdRng> = (first_row..first_row + batch)
+        .map(|row| {
+            StdRng::seed_from_u64(cfg.seed ^ (row as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        })
+        .collect();
+    let Prefilled {
+        mut cache,
+        mut logits,
+        mut key_valid,
+        mut lengths,
+    } = prefill(model, prompts)?;
+    let device = model.device();
+
+    // `active[i]` is the prompt index of batch row i.
+    let mut active: Vec<usize> = (0..batch).collect();
+    for step in 0..cfg.max_new_tokens {
+        let vocab = logits.len() / active.len();
+        let mut next = Vec::with_capacity(active.len());
+        for (row, &p) in active.iter().enumerate() {
+            let token = choose(&logits[row * vocab..(row + 1) * vocab], cfg, &mut rngs[p]);
+            out[p].tokens.push(token);
+            out[p].stopped = stop_ids.contains(&token);
+            next.push(token);
+        }
+        let keep: Vec<usize> = (0..active.len())
+            .filter(|&r| !out[active[r]].stopped)
+            .collect();
+        if keep.is_empty() || step + 1 == cfg.max_new_tokens {
+            break;
+        }
+        if keep.len() < active.len() {
+            cache.select_rows(&keep, &device);
+            active = keep.iter().map(|&r| active[r]).collect();
+            next = keep.iter().map(|&r| next[r]).collect();
+        }
+        logits = decode_step(
+            model,
+            &mut cache,
+            &active,
+            &next,
+            &mut key_valid,
+            &mut lengths,
+        )?;
+    }
+    Ok(out)
+}
+
+/// How the k responses of a query are drawn.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Deserialize,
+    serde::Serialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// k independent samples at `temperature`, within `top_p` (and `top_k`).
+    #[default]
+    TopP,
+    /// The k best beams.
+    Beam,
+    /// k beams in `beam_groups` groups pushed apart by `diversity_penalty` (the paper's choice).
+    DiverseBeam,
+    /// The single most likely continuation: one response per query, whatever k is.
+    Greedy,
+}
+
+/// Everything that decides the responses drawn for a set of queries: the CLI's `rrhf sample`
+/// options and the `[online]` section of a training config are this one type.
+#[derive(Debug, Clone, PartialEq, clap::Args, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponsePolicy {
+    #[arg(long, value_enum, default_value = "top-p")]
+    pub policy: Policy,
+    /// Responses per query.
+    #[arg(long, default_value_t = 4)]
+    pub k: usize,
+    #[arg(long, default_value_t = 128)]
+    pub max_new_tokens: usize,
+    /// top-p: softmax temperature.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f32,
+    /// top-p: keep the most likely tokens holding this much probability.
+    #[arg(long, default_value_t = 0.9)]
+    pub top_p: f32,
+    /// top-p: and at most this many of them (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// diverse-beam: groups of beams (default: k, one beam per group).
+    #[arg(long)]
+    pub beam_groups: Option<usize>,
+    /// diverse-beam: log-probability taken from a token for each earlier group that chose it.
+    #[arg(long, default_value_t = 1.0)]
+    pub diversity_penalty: f32,
+    /// beams: hypotheses are ranked by summed log-prob / length^length_penalty.
+    #[arg(long, default_value_t = 1.0)]
+    pub length_penalty: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Queries generated together (memory grows with it).
+    #[arg(long, default_value_t = 8)]
+    pub batch_queries: usize,
+}
+
+impl Default for ResponsePolicy {
+    fn default() -> Self {
+        Self {
+            policy: Policy::TopP,
+            k: 4,
+            max_new_tokens: 128,
+            temperature: 1.0,
+            top_p: 0.9,
+            top_k: 0,
+            beam_groups: None,
+            diversity_penalty: 1.0,
+            length_penalty: 1.0,
+            seed: 0,
+            batch_queries: 8,
+        }
+    }
+}
+
+impl ResponsePolicy {
+    /// Responses each query gets.
+    pub fn responses_per_query(&self) -> usize {
+        if self.policy == Policy::Greedy {
+            1
+        } else {
+            self.k
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        ensure!(self.k >= 1, "k must be at least 1");
+        ensure!(self.batch_queries >= 1, "batch_queries must be at least 1");
+        self.sampling().validate()?;
+        if self.policy == Policy::TopP {
+            ensure!(
+                self.temperature > 0.0,
+                "top-p sampling needs a temperature > 0 (use the greedy policy for 0)"
+            );
+        }
+        if let Some(g) = self.beam_groups {
+            ensure!(
+                g >= 1 && self.k % g == 0,
+                "beam_groups ({g}) must divide k ({})",
+                self.k
+            );
+        }
+        Ok(())
+    }
+
+    fn sampling(&self) -> SamplingConfig {
+        SamplingConfig {
+            max_new_tokens: self.max_new_tokens,
+            temperature: if self.policy == Policy::Greedy {
+                0.0
+            } else {
+                self.temperature
+            },
+            top_k: self.top_k,
+            top_p: self.top_p,
+            seed: self.seed,
+        }
+    }
+
+    fn beams(&self) -> BeamConfig {
+        let groups = match self.policy {
+            Policy::DiverseBeam => self.beam_groups.unwrap_or(self.k),
+            _ => 1,
+        };
+        BeamConfig {
+            beams: self.k,
+            groups,
+            diversity_penalty: if groups > 1 {
+                self.diversity_penalty
+            } else {
+                0.0
+            },
+            length_penalty: self.length_penalty,
+            max_new_tokens: self.max_new_tokens,
+        }
+    }
+}
+
+/// Draws the responses of every prompt, `policy.batch_queries` prompts at a time, calling
+/// `progress(prompts_done, new_tokens)` after each batch.
+pub fn sample_responses(
+    model: &Llama,
+    prompts: &[Vec<u32>],
+    policy: &ResponsePolicy,
+    stop_ids: &[u32],
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<Vec<Generated>>> {
+    policy.validate()?;
+    let mut out = Vec::with_capacity(prompts.len());
+    for (chunk_index, chunk) in prompts.chunks(policy.batch_queries).enumerate() {
+        let first_prompt = chunk_index * policy.batch_queries;
+        let responses = match policy.policy {
+            Policy::Greedy => generate(model, chunk, &policy.sampling(), stop_ids)?
+                .into_iter()
+                .map(|g| vec![g])
+                .collect(),
+            Policy::TopP => {
+                let k = policy.k;
+                let repeated: Vec<Vec<u32>> = chunk
+                    .iter()
+                    .flat_map(|p| std::iter::repeat_n(p.clone(), k))
+                    .collect();
+                let flat = generate_rows(
+                    model,
+                    &repeated,
+                    &policy.sampling(),
+                    stop_ids,
+                    first_prompt * k,
+                )?;
+                flat.chunks(k).map(<[Generated]>::to_vec).collect()
+            }
+            Policy::Beam | Policy::DiverseBeam => {
+                beam_search(model, chunk, &policy.beams(), stop_ids)?
+            }
+        };
+        let new_tokens = responses
+            .iter()
+            .flatten()
+            .map(|g: &Generated| g.tokens.len())
+            .sum();
+        out.extend(responses);
+        progress(chunk.len(), new_tokens);
+    }
+    Ok(out)
+}
+
+/// The state after every prompt has been read: its KV cache (one row per prompt) and the logits
+/// of its next token.
+pub(crate) struct Prefilled {
+    pub cache: KvCache,
+    /// `[prompts * V]` on the host.
+    pub logits: Vec<f32>,
+    /// Per prompt, which cache columns hold real tokens (prompts are left-padded).
+    pub key_valid: Vec<Vec<bool>>,
+    /// Per prompt, the tokens it holds so far: the rotary position of the next one.
+    pub lengths: Vec<usize>,
+}
+
+/// Reads every prompt at once, left-padded to the longest.
+pub(crate) fn prefill(model: &Llama, prompts: &[Vec<u32>]) -> Result<Prefilled> {
+    ensure!(
+        prompts.iter().all(|p| !p.is_empty()),
+        "every prompt needs at least one token"
+    );
+    let device = model.device();
+    let batch = prompts.len();
+    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let pads: Vec<usize> = prompts.iter().map(|p| width - p.len()).collect();
+    let tokens: Vec<i64> = prompts
+        .iter()
+        .zip(&pads)
+        .flat_map(|(p, &pad)| std::iter::repeat_n(0, pad).chain(p.iter().map(|&t| t as i64)))
+        .collect();
+    let positions: Vec<usize> = pads
+        .iter()
+        .flat_map(|&pad| (0..width).map(move |j| j.saturating_sub(pad)))
+        .collect();
+    let key_valid: Vec<Vec<bool>> = pads
+        .iter()
+        .map(|&pad| (0..width).map(|j| j >= pad).collect())
+        .collect();
+    let flat: Vec<bool> = key_valid.concat();
+    let ctx = AttentionContext::new(model, &positions, Some(&flat), batch, width, 0, &device);
+    let mut cache = KvCache::default();
+    let input = Tensor::<2, Int>::from_data(TensorData::new(tokens, [batch, width]), &device);
+    let hidden = model.hidden_states(input, &ctx, Some(&mut cache));
+    Ok(Prefilled {
+        cache,
+        logits: last_logits(model, hidden)?,
+        key_valid,
+        lengths: prompts.iter().map(Vec::len).collect(),
+    })
+}
+
+/// Feeds one new token to each cache row; `row_prompts[i]` is the prompt of row i (several rows
+/// may share one, as beams do). Returns the next logits, `[rows * V]` on the host.
+pub(crate) fn decode_step(
+    model: &Llama,
+    cache: &mut KvCache,
+    row_prompts: &[usize],
+    tokens: &[u32],
+    key_valid: &mut [Vec<bool>],
+    lengths: &mut [usize],
+) -> Result<Vec<f32>> {
+    let device = model.device();
+    let rows = row_prompts.len();
+    let past = cache.len();
+    let positions: Vec<usize> = row_prompts.iter().map(|&p| lengths[p]).collect();
+    let mut seen = vec![false; lengths.len()];
+    for &p in row_prompts {
+        if !std::mem::replace(&mut seen[p], true) {
+            lengths[p] += 1;
+            key_valid[p].push(true);
+        }
+    }
+    let flat: Vec<bool> = row_prompts
+        .iter()
+        .flat_map(|&p| key_valid[p].iter().copied())
+        .collect();
+    let ctx = AttentionContext::new(model, &positions, Some(&flat), rows, 1, past, &device);
+    let input = Tensor::<2, Int>::from_data(
+        TensorData::new(tokens.iter().map(|&t| t as i64).collect(), [rows, 1]),
+        &device,
+    );
+    let hidden = model.hidden_states(input, &ctx, Some(cache));
+    last_logits(model, hidden)
+}
+
+/// Host copy of the logits at the last position of each row: `[B * V]`.
+fn last_logits(model: &Llama, hidden: Tensor<3>) -> Result<Vec<f32>> {
+    let [_, t, _] = hidden.dims();
+    let logits = model.logits(hidden.narrow(1, t - 1, 1));
+    logits
+        .try_into_vec_as::<f32>()
+        .map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))
+}
+
+/// Picks the next token from one row of logits.
+fn choose(logits: &[f32], cfg: &SamplingConfig, rng: &mut StdRng) -> u32 {
+    if cfg.temperature == 0.0 {
+        // First maximum, as torch.argmax.
+        let mut best = 0;
+        for (i, &v) in logits.iter().enumerate() {
+            if v > logits[best] {
+                best = i;
+            }
+        }
+        return best as u32;
+    }
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    if cfg.top_k > 0 {
+        order.truncate(cfg.top_k);
+    }
+    let t = cfg.temperature as f64;
+    let max = logits[order[0]] as f64 / t;
+    let weights: Vec<f64> = order
+        .iter()
+        .map(|&i| (logits[i] as f64 / t - max).exp())
+        .collect();
+    let total: f64 = weights.iter().sum();
+    // Nucleus: the shortest prefix of the sorted tokens holding at least top_p of the mass.
+    let mut kept = weights.len();
+    if cfg.top_p < 1.0 {
+        let mut mass = 0.0;
+        for (i, w) in weights.iter().enumerate() {
+            mass += w / total;
+            if mass >= cfg.top_p as f64 {
+                kept = i + 1;
+                break;
+            }
+        }
+    }
+    let kept_total: f64 = weights[..kept].iter().sum();
+    let mut u = rng.random::<f64>() * kept_total;
+    for (i, w) in weights[..kept].iter().enumerate() {
+        u -= w;
+        if u <= 0.0 {
+            return order[i] as u32;
+        }
+    }
+    order[kept - 1] as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(temperature: f32, top_k: usize, top_p: f32) -> SamplingConfig {
+        SamplingConfig {
+            max_new_tokens: 1,
+            temperature,
+            top_k,
+            top_p,
+            seed: 0,
+        }
+    }
+
+    #[test]
+    fn greedy_takes_first_maximum() {
+        let mut rng = StdRng::seed_from_u64(0);
+        assert_eq!(
+            choose(&[0.0, 3.0, 3.0, 1.0], &cfg(0.0, 0, 1.0), &mut rng),
+            1
+        );
+    }
+
+    #[test]
+    fn top_k_one_is_greedy() {
+        let mut rng = StdRng::seed_from_u64(7);
+        for _ in 0..50 {
+            assert_eq!(
+                choose(&[0.5, 0.1, 2.0, 1.9], &cfg(1.0, 1, 1.0), &mut rng),
+                2
+            );
+        }
+    }
+
+    #[test]
+    fn top_p_keeps_the_nucleus() {
+        // Probabilities ~ [0.665, 0.245, 0.090]: p = 0.8 keeps the first two only.
+        let logits = [2.0, 1.0, 0.0];
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut seen = [0usize; 3];
+        for _ in 0..2000 {
+            seen[choose(&logits, &cfg(1.0, 0, 0.8), &mut rng) as usize] += 1;
+        }
+        assert_eq!(seen[2], 0);
+        let frac = seen[0] as f64 / 2000.0;
+        assert!((frac - 0.731).abs() < 0.04, "{frac}"); // 0.665 / (0.665 + 0.245)
+    }
+}

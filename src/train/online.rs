@@ -1,0 +1,238 @@
+//! Online RRHF: the policy samples its own responses while it trains. Every `resample_every`
+//! steps a round begins: the queries of the round's steps get k responses from the current
+//! weights (plus, if asked, the data file's own), the reward scores them, a KL term against the
+//! starting model is subtracted if asked, and the steps train on that. Each round is written to
+//! `<output.dir>/samples/round-<step>.jsonl` (ranked JSONL, usable by offline training), which is
+//! also what a resumed run reads back, so resuming mid-round continues exactly.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use super::config::OnlineSection;
+use crate::checkpoint::{load_model, write_file_atomically};
+use crate::data::{
+    QueryLine, RankedExample, ScoredBatch, TokenizeOptions, TokenizedExample, read_ranked_jsonl,
+    tokenize_examples,
+};
+use crate::loss::sequence_logprobs;
+use crate::model::Llama;
+use crate::rewards::{Reward, RewardOptions, mean_std, parse_reward, score_responses};
+use crate::sampling::sample_responses;
+use crate::tokenizer::Tokenizer;
+
+pub struct OnlineSampler {
+    section: OnlineSection,
+    reward: Box<dyn Reward>,
+    /// The starting model, kept only when the KL term needs it.
+    start_model: Option<Llama>,
+    queries: Vec<QueryLine>,
+    opts: TokenizeOptions,
+    dir: PathBuf,
+}
+
+/// What one round produced, by query index.
+pub struct Round {
+    pub examples: HashMap<usize, TokenizedExample>,
+    /// Mean score of each query's responses.
+    pub mean_score: HashMap<usize, f64>,
+    /// The round's line in metrics.jsonl (none for a round read back: it is logged already).
+    pub log: Option<serde_json::Value>,
+}
+
+impl OnlineSampler {
+    pub fn new(
+        section: &OnlineSection,
+        queries: Vec<QueryLine>,
+        opts: TokenizeOptions,
+        start_model_dir: &Path,
+        device: &burn::tensor::Device,
+        out: &Path,
+    ) -> Result<Self> {
+        let reward = parse_reward(
+            &section.reward,
+            &RewardOptions {
+                timeout_secs: section.reward_timeout_secs,
+            },
+        )?;
+        let start_model = if section.kl_coef > 0.0 {
+            Some(load_model(start_model_dir, device)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            section: section.clone(),
+            reward,
+            start_model,
+            queries,
+            opts,
+            dir: out.join("samples"),
+        })
+    }
+
+    pub fn resample_every(&self) -> usize {
+        self.section.resample_every
+    }
+
+    pub fn round_file(&self, start_step: usize) -> PathBuf {
+        self.dir.join(format!("round-{start_step}.jsonl"))
+    }
+
+    /// The round starting at `start_step` for the queries `indices`: sampled from `policy`, or
+    /// read back from its file when `reuse` is set and the file exists (a resumed run).
+    pub fn round(
+        &mut self,
+        policy: &Llama,
+        tokenizer: &Tokenizer,
+        start_step: usize,
+        indices: &[usize],
+        reuse: bool,
+    ) -> Result<Round> {
+        let path = self.round_file(start_step);
+        if reuse && path.exists() {
+            let examples = read_ranked_jsonl(&path)?;
+            anyhow::ensure!(
+                examples.len() == indices.len(),
+                "{}: {} lines, but the round has {} queries; it belongs to another run",
+                path.display(),
+                examples.len(),
+                indices.len()
+            );
+            return self.finish(tokenizer, indices, examples, &path, None);
+        }
+        let started = Instant::now();
+        let prompts = indices
+            .iter()
+            .map(|&i| tokenizer.encode_query(&self.queries[i].query, self.opts.template))
+            .collect::<Result<Vec<_>>>()?;
+        let mut policy_cfg = self.section.sampling.clone();
+        // A different draw every round, the same draw for the same round of a rerun.
+        policy_cfg.seed = policy_cfg.seed.wrapping_add(start_step as u64);
+        let mut tokens = 0;
+        let samples = sample_responses(
+            policy,
+            &prompts,
+            &policy_cfg,
+            tokenizer.stop_ids(),
+            &mut |_, n| tokens += n,
+        )?;
+        let sample_seconds = started.elapsed().as_secs_f64();
+        let texts: Vec<Vec<String>> = indices
+            .iter()
+            .zip(&samples)
+            .map(|(&i, generated)| {
+                let mut responses = generated
+                    .iter()
+                    .map(|g| Ok(tokenizer.decode(&g.tokens, true)?.trim().to_string()))
+                    .collect::<Result<Vec<_>>>()?;
+                if self.section.include_data_responses {
+                    responses.extend(self.queries[i].responses.iter().cloned());
+                }
+                Ok(responses)
+            })
+            .collect::<Result<_>>()?;
+        let query_texts: Vec<String> = indices
+            .iter()
+            .map(|&i| self.queries[i].query.clone())
+            .collect();
+        let rewards = score_responses(self.reward.as_mut(), &query_texts, &texts)
+            .with_context(|| format!("online round at step {start_step}"))?;
+        let (reward_mean, reward_std) = mean_std(&rewards.concat());
+        let mut examples: Vec<RankedExample> = indices
+            .iter()
+            .zip(query_texts)
+            .zip(texts)
+            .zip(&rewards)
+            .map(|(((&i, query), responses), r)| RankedExample {
+                query,
+                responses,
+                scores: r.iter().map(|&x| x as f32).collect(),
+                line: self.queries[i].line,
+            })
+            .collect();
+        if let Some(start) = &self.start_model {
+            self.subtract_kl(policy, start, tokenizer, &mut examples)?;
+        }
+        write_round(&path, &examples)?;
+        let log = json!({
+            "step": start_step,
+            "round_queries": indices.len(),
+            "sample_reward_mean": reward_mean,
+            "sample_reward_std": reward_std,
+            "sample_tokens": tokens,
+            "sample_seconds": sample_seconds,
+            "sample_tokens_per_sec": tokens as f64 / sample_seconds,
+        });
+        // Lines of the written file, so that a resumed round reads the same thing back.
+        let lines = read_ranked_jsonl(&path)?;
+        self.finish(tokenizer, indices, lines, &path, Some(log))
+    }
+
+    fn finish(
+        &self,
+        tokenizer: &Tokenizer,
+        indices: &[usize],
+        examples: Vec<RankedExample>,
+        path: &Path,
+        log: Option<serde_json::Value>,
+    ) -> Result<Round> {
+        let tokenized = tokenize_examples(&examples, tokenizer, self.opts, path)?;
+        let mean_score = indices
+            .iter()
+            .zip(&examples)
+            .map(|(&i, ex)| {
+                let s: f64 = ex.scores.iter().map(|&x| x as f64).sum();
+                (i, s / ex.scores.len() as f64)
+            })
+            .collect();
+        Ok(Round {
+            examples: indices.iter().copied().zip(tokenized).collect(),
+            mean_score,
+            log,
+        })
+    }
+
+    /// reward - kl_coef * (log p_policy(y) - log p_start(y)), summed over the response's tokens.
+    fn subtract_kl(
+        &self,
+        policy: &Llama,
+        start: &Llama,
+        tokenizer: &Tokenizer,
+        examples: &mut [RankedExample],
+    ) -> Result<()> {
+        let tokenized = tokenize_examples(examples, tokenizer, self.opts, &self.dir)?;
+        for (ex, tok) in examples.iter_mut().zip(&tokenized) {
+            let pairs: Vec<(Vec<u32>, Vec<u32>)> = tok
+                .responses
+                .iter()
+                .map(|r| (tok.query.clone(), r.clone()))
+                .collect();
+            let batch = ScoredBatch::pack(&pairs);
+            let read = |m: &Llama| -> Result<Vec<f32>> {
+                sequence_logprobs(m, &batch)
+                    .0
+                    .try_into_vec_as()
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))
+            };
+            let (lp_policy, lp_start) = (read(policy)?, read(start)?);
+            for ((score, p), s) in ex.scores.iter_mut().zip(lp_policy).zip(lp_start) {
+                *score -= (self.section.kl_coef * (p - s) as f64) as f32;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn write_round(path: &Path, examples: &[RankedExample]) -> Result<()> {
+    let mut text = String::new();
+    for ex in examples {
+        text.push_str(
+            &json!({"query": ex.query, "responses": ex.responses, "scores": ex.scores}).to_string(),
+        );
+        text.push('\n');
+    }
+    write_file_atomically(path, text.as_bytes())
+}
