@@ -374,7 +374,7 @@ fn sample_cmd(args: SampleArgs) -> Result<()> {
     for (line, responses) in lines.iter().zip(&samples) {
         let texts = responses
             .iter()
-            .map(|g| Ok(tokenizer.decode(&g.tokens, true)?.trim().to_string()))
+            .map(|g| tokenizer.response_text(&g.tokens))
             .collect::<Result<Vec<_>>>()?;
         out.push_str(&serde_json::json!({"query": line.query, "responses": texts}).to_string());
         out.push('\n');

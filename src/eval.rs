@@ -86,7 +86,7 @@ pub fn answer_queries(
             .collect::<Result<Vec<_>>>()?;
         for out in generate(model, &prompts, &settings.sampling, tokenizer.stop_ids())? {
             tokens += out.tokens.len();
-            answers.push(tokenizer.decode(&out.tokens, true)?.trim().to_string());
+            answers.push(tokenizer.response_text(&out.tokens)?);
         }
     }
     Ok((answers, tokens))

@@ -197,15 +197,16 @@ fn advance(
         for b in group.clone() {
             let row = &logits[b * vocab..(b + 1) * vocab];
             let lse = log_sum_exp(row);
-            let adjusted = |t: usize| {
-                let used = chosen_this_step.get(&(t as u32)).copied().unwrap_or(0);
-                (row[t] as f64 - lse) - cfg.diversity_penalty as f64 * used as f64
-            };
+            // Log-probabilities, less the penalty for tokens earlier groups chose this step.
+            let mut adjusted: Vec<f64> = row.iter().map(|&x| x as f64 - lse).collect();
+            for (&t, &used) in &chosen_this_step {
+                adjusted[t as usize] -= cfg.diversity_penalty as f64 * used as f64;
+            }
             let mut ids: Vec<usize> = (0..vocab).collect();
             let take = (2 * m).max(m + stop_ids.len()).min(vocab);
-            ids.select_nth_unstable_by(take - 1, |&a, &b| adjusted(b).total_cmp(&adjusted(a)));
+            ids.select_nth_unstable_by(take - 1, |&a, &b| adjusted[b].total_cmp(&adjusted[a]));
             for &t in &ids[..take] {
-                candidates.push((search.beams[b].score + adjusted(t), b, t as u32));
+                candidates.push((search.beams[b].score + adjusted[t], b, t as u32));
             }
         }
         candidates.sort_by(|a, b| b.0.total_cmp(&a.0));

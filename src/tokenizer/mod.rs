@@ -198,4 +198,10 @@ impl Tokenizer {
             .decode(ids, skip_special_tokens)
             .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))
     }
+
+    /// A generated response as text: special tokens (the stop token) dropped, whitespace
+    /// trimmed, as it is written to sample files, scored and re-tokenised for training.
+    pub fn response_text(&self, ids: &[u32]) -> Result<String> {
+        Ok(self.decode(ids, true)?.trim().to_string())
+    }
 }

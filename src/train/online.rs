@@ -126,7 +126,7 @@ impl OnlineSampler {
             .map(|(&i, generated)| {
                 let mut responses = generated
                     .iter()
-                    .map(|g| Ok(tokenizer.decode(&g.tokens, true)?.trim().to_string()))
+                    .map(|g| tokenizer.response_text(&g.tokens))
                     .collect::<Result<Vec<_>>>()?;
                 if self.section.include_data_responses {
                     responses.extend(self.queries[i].responses.iter().cloned());
@@ -166,9 +166,9 @@ impl OnlineSampler {
             "sample_seconds": sample_seconds,
             "sample_tokens_per_sec": tokens as f64 / sample_seconds,
         });
-        // Lines of the written file, so that a resumed round reads the same thing back.
-        let lines = read_ranked_jsonl(&path)?;
-        self.finish(tokenizer, indices, lines, &path, Some(log))
+        // The f32 scores survive the JSON round trip exactly, so a resumed run reading the file
+        // back trains on the same thing as this one.
+        self.finish(tokenizer, indices, examples, &path, Some(log))
     }
 
     fn finish(
