@@ -7,6 +7,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 scripts/ensure-vulkan.sh
+scripts/ensure-font.sh
 export RRHF_TEST_REQUIRE_WGPU=${RRHF_TEST_REQUIRE_WGPU:-1}
 # Vulkan drivers print a Wayland warning on headless machines without it.
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}

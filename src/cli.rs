@@ -12,7 +12,7 @@ use crate::device::{self, DeviceChoice, SelectedDevice};
 use crate::eval::{EvalSettings, ModelEval, evaluate_model, win_rate};
 use crate::loss::sequence_logprobs;
 use crate::model::Llama;
-use crate::rewards::{RewardOptions, parse_reward, score_responses};
+use crate::rewards::{RewardOptions, RewardSpec, score_responses};
 use crate::sampling::{ResponsePolicy, SamplingConfig, generate, sample_responses};
 use crate::tokenizer::{TemplateMode, Tokenizer};
 use crate::train::{RunOptions, TrainConfig, train};
@@ -58,6 +58,18 @@ enum Command {
     Eval(EvalArgs),
     /// Train with the RRHF loss on ranked data, as a TOML config describes.
     Train(TrainArgs),
+    /// Train a reward model (a scalar head on the LLaMA) on ranked or pairwise data; the same
+    /// TOML config, whose `[reward_model]` picks the pair loss (logistic by default).
+    TrainRm(TrainArgs),
+    /// Draw a run's metrics.jsonl as a PNG: loss, and reward (online) or eval accuracy, per step.
+    /// `train` writes `<output.dir>/metrics.png` itself at the end of a run.
+    Plot {
+        /// A metrics.jsonl written by `train` or `train-rm`.
+        #[arg(long)]
+        metrics: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -76,22 +88,29 @@ struct SampleArgs {
 
 #[derive(Args)]
 struct RewardArgs {
-    /// rule:NAME[:key=value,...] (length, contains, arithmetic, format) or command:CMD.
+    /// rule:NAME[:key=value,...] (length, contains, arithmetic, format), command:CMD (reads
+    /// {query, response} JSON lines, writes one number per line), or model:DIR (a reward model).
     #[arg(long)]
     reward: String,
     /// Seconds an external scorer may take per batch.
     #[arg(long, default_value_t = 120.0)]
     reward_timeout: f64,
+    /// Where a reward model runs: auto | gpu | gpu:N | wgpu-cpu | cpu.
+    #[arg(long, default_value = "auto")]
+    reward_device: DeviceChoice,
 }
 
 impl RewardArgs {
     fn build(&self) -> Result<Box<dyn crate::rewards::Reward>> {
-        parse_reward(
-            &self.reward,
-            &RewardOptions {
-                timeout_secs: self.reward_timeout,
-            },
-        )
+        let spec = RewardSpec::parse(&self.reward)?;
+        let device = match spec {
+            RewardSpec::Model(_) => device::select(&self.reward_device)?.device,
+            _ => crate::device::cpu_device().device,
+        };
+        spec.build(&RewardOptions {
+            timeout_secs: self.reward_timeout,
+            device,
+        })
     }
 }
 
@@ -205,7 +224,9 @@ pub fn run() -> Result<()> {
         Command::Sample(args) => sample_cmd(args),
         Command::Score(args) => score_cmd(args),
         Command::Eval(args) => eval_cmd(args),
-        Command::Train(args) => train_cmd(args),
+        Command::Train(args) => train_cmd(args, false),
+        Command::TrainRm(args) => train_cmd(args, true),
+        Command::Plot { metrics, out } => crate::plot::plot_metrics(&metrics, &out),
     }
 }
 
@@ -313,8 +334,16 @@ fn logprob_cmd(args: LogprobArgs) -> Result<()> {
     Ok(())
 }
 
-fn train_cmd(args: TrainArgs) -> Result<()> {
-    let config = TrainConfig::load(&args.config, &args.set)?;
+fn train_cmd(args: TrainArgs, reward_model: bool) -> Result<()> {
+    let mut config = TrainConfig::load(&args.config, &args.set)?;
+    match (reward_model, config.reward_model.is_some()) {
+        (true, false) => config.reward_model = Some(Default::default()),
+        (false, true) => anyhow::bail!(
+            "{}: this config has [reward_model]: train it with `rrhf train-rm`",
+            args.config.display()
+        ),
+        _ => {}
+    }
     let started = Instant::now();
     let summary = train(
         &config,
@@ -331,7 +360,12 @@ fn train_cmd(args: TrainArgs) -> Result<()> {
     });
     if let Some(eval) = summary.eval {
         line["eval_loss"] = eval.loss.into();
-        line["eval_rank_accuracy"] = eval.rank_accuracy.into();
+        let name = if reward_model {
+            "eval_pairwise_accuracy"
+        } else {
+            "eval_rank_accuracy"
+        };
+        line[name] = eval.rank_accuracy.into();
     }
     println!("{line}");
     Ok(())

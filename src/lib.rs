@@ -4,7 +4,9 @@
 //! One module per stage of the data flow: `model` (the LLaMA), `checkpoint` (Hugging Face
 //! directories and GGUF import), `tokenizer` (tokens and chat templates), `data` (batches),
 //! `kernels` (sequence log-prob and ranking reductions), `loss` (the RRHF loss), `sampling`
-//! (generation and the k-response policies), `rewards` (rules, external scorers), `device` (where tensors live) and `cli`.
+//! (generation and the k-response policies), `rewards` (rules, external scorers, reward models),
+//! `train` (the RRHF and reward-model trainer, offline and online), `eval` (held-out reward and
+//! win rate), `plot` (a PNG of a run's metrics), `device` (where tensors live) and `cli`.
 
 pub mod checkpoint;
 pub mod cli;
@@ -14,6 +16,7 @@ pub mod eval;
 pub mod kernels;
 pub mod loss;
 pub mod model;
+pub mod plot;
 pub mod rewards;
 pub mod sampling;
 pub mod tokenizer;

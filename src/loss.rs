@@ -11,11 +11,14 @@
 //! - L = rank_weight * L_rank + ft_weight * L_ft per query, averaged over the queries.
 //!
 //! The two reductions run as kernels (`crate::kernels`), the rest as plain burn ops.
+//!
+//! A reward model (`rrhf train-rm`) trains on the same ranked data with the same ranking kernel,
+//! applied to its scalar scores instead of the log-probs: [`reward_model_loss`] at the end.
 
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::data::{RankBatch, ScoredBatch};
-use crate::kernels::{ranking_loss, sequence_logprob};
+use crate::kernels::{PairLoss, ranking_loss, sequence_logprob};
 use crate::model::Llama;
 
 /// Normalisation of the fine-tune term.
@@ -52,6 +55,7 @@ impl Default for LossConfig {
 }
 
 /// The loss of a batch, per query, with the sequence scores it came from.
+/// (For a reward model: `total == rank`, `ft` is 0, the scores are its rewards.)
 pub struct RrhfLoss {
     /// `[Q]`: rank_weight * L_rank + ft_weight * L_ft.
     pub total: Tensor<1>,
@@ -79,6 +83,7 @@ pub fn rrhf_loss(model: &Llama, batch: &RankBatch, config: &LossConfig) -> RrhfL
         scores.clone(),
         host_matrix(batch.rewards.clone(), [q, k], &device),
         host_matrix(batch.valid.clone(), [q, k], &device),
+        PairLoss::Hinge,
     );
 
     let best: Vec<i64> = batch.best_rows.iter().map(|&r| r as i64).collect();
@@ -102,6 +107,31 @@ pub fn rrhf_loss(model: &Llama, batch: &RankBatch, config: &LossConfig) -> RrhfL
         total,
         rank,
         ft,
+        scores,
+    }
+}
+
+/// A reward model's loss: `kind` (Bradley-Terry `logistic`, or RRHF's `hinge`) summed over the
+/// pairs with r_i < r_j of each query, on the model's scalar scores of query + response.
+pub fn reward_model_loss(model: &Llama, batch: &RankBatch, kind: PairLoss) -> RrhfLoss {
+    let device = model.device();
+    let (q, k) = (batch.queries, batch.slots);
+    let seqs = &batch.sequences;
+    let tokens = Tensor::<2, Int>::from_data(
+        TensorData::new(seqs.tokens.clone(), [seqs.rows, seqs.width]),
+        &device,
+    );
+    let scores = scores_by_slot(model.rewards(tokens, &seqs.key_valid), batch, &device);
+    let rank = ranking_loss(
+        scores.clone(),
+        host_matrix(batch.rewards.clone(), [q, k], &device),
+        host_matrix(batch.valid.clone(), [q, k], &device),
+        kind,
+    );
+    RrhfLoss {
+        total: rank.clone(),
+        rank,
+        ft: Tensor::zeros([q], &device),
         scores,
     }
 }

@@ -8,8 +8,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rrhf::kernels::{
-    ranking_loss, ranking_loss_backward, reference, seq_logprob_with_lse, sequence_logprob,
-    sequence_logprob_backward,
+    PairLoss, ranking_loss, ranking_loss_backward, reference, seq_logprob_with_lse,
+    sequence_logprob, sequence_logprob_backward,
 };
 
 /// Host-side inputs of the sequence log-prob kernel.
@@ -234,24 +234,24 @@ impl RankCase {
     }
 }
 
-fn check_rank_case(name: &str, case: &RankCase) {
+fn check_rank_case(name: &str, case: &RankCase, kind: PairLoss) {
     let mut rng = StdRng::seed_from_u64(11);
     let loss_grad: Vec<f32> = (0..case.q).map(|_| rng.random_range(0.5..2.0)).collect();
     for dev in common::test_devices() {
-        let what = format!("{name} on {dev:?}");
+        let what = format!("{name} ({kind:?}) on {dev:?}");
         let device = dev.device.clone().autodiff();
         let g = Tensor::<1>::from_data(TensorData::new(loss_grad.clone(), [case.q]), &device);
 
         let (p, r, valid) = case.tensors(&device);
         let p = p.require_grad();
-        let want = reference::rank_loss_forward(p.clone(), r, valid);
+        let want = reference::rank_loss_forward(p.clone(), r, valid, kind);
         let grads = (want.clone() * g.clone()).sum().backward();
         let want_grad = host(p.grad(&grads).unwrap());
         let want = host(want);
 
         let (p, r, valid) = case.tensors(&device);
         let p = p.require_grad();
-        let got = ranking_loss(p.clone(), r, valid);
+        let got = ranking_loss(p.clone(), r, valid, kind);
         let grads = (got.clone() * g).sum().backward();
         assert_close(&format!("{what}: loss"), &host(got), &want, 1e-5, 1.0);
         assert_close(
@@ -264,7 +264,7 @@ fn check_rank_case(name: &str, case: &RankCase) {
 
         let (p, r, valid) = case.tensors(&dev.device);
         let g = Tensor::<1>::from_data(TensorData::new(loss_grad.clone(), [case.q]), &dev.device);
-        let direct = ranking_loss_backward(p, r, valid, g);
+        let direct = ranking_loss_backward(p, r, valid, g, kind);
         assert_close(
             &format!("{what}: backward kernel"),
             &host(direct),
@@ -277,18 +277,26 @@ fn check_rank_case(name: &str, case: &RankCase) {
 
 #[test]
 fn ranking_loss_matches_reference() {
-    check_rank_case("random", &RankCase::random(70, 6, 1));
+    for kind in [PairLoss::Hinge, PairLoss::Logistic] {
+        check_rank_case("random", &RankCase::random(70, 6, 1), kind);
+    }
 }
 
 #[test]
 fn ranking_loss_edges() {
-    check_rank_case("k=1", &RankCase::random(3, 1, 2));
-    let mut tied = RankCase::random(4, 5, 3);
-    tied.rewards.fill(1.0);
-    check_rank_case("all tied", &tied);
-    let mut empty_slots = RankCase::random(3, 4, 4);
-    empty_slots.valid[4..8].fill(0.0);
-    check_rank_case("padded slots", &empty_slots);
+    for kind in [PairLoss::Hinge, PairLoss::Logistic] {
+        check_rank_case("k=1", &RankCase::random(3, 1, 2), kind);
+        let mut tied = RankCase::random(4, 5, 3);
+        tied.rewards.fill(1.0);
+        check_rank_case("all tied", &tied, kind);
+        let mut empty_slots = RankCase::random(3, 4, 4);
+        empty_slots.valid[4..8].fill(0.0);
+        check_rank_case("padded slots", &empty_slots, kind);
+        // Gaps of +-60 overflow a naive exp in the logistic loss.
+        let mut far = RankCase::random(2, 3, 5);
+        far.p = vec![60.0, -60.0, 0.0, -60.0, 60.0, 1.0];
+        check_rank_case("large gaps", &far, kind);
+    }
 }
 
 #[test]
@@ -304,7 +312,19 @@ fn ranking_loss_values_by_hand() {
     };
     for dev in common::test_devices() {
         let (p, r, valid) = case.tensors(&dev.device);
-        assert_eq!(host(ranking_loss(p, r, valid)), vec![4.0], "{dev:?}");
+        assert_eq!(
+            host(ranking_loss(p, r, valid, PairLoss::Hinge)),
+            vec![4.0],
+            "{dev:?}"
+        );
+        // Logistic: 2 ln(1 + e) + ln(1 + e^2).
+        let (p, r, valid) = case.tensors(&dev.device);
+        let want = 2.0 * (1.0 + 1f32.exp()).ln() + (1.0 + 2f32.exp()).ln();
+        let got = host(ranking_loss(p, r, valid, PairLoss::Logistic))[0];
+        assert!(
+            (got - want).abs() < 1e-5,
+            "{dev:?}: logistic {got}, want {want}"
+        );
     }
 }
 
@@ -312,7 +332,10 @@ fn ranking_loss_values_by_hand() {
 fn ranking_loss_gradient_matches_finite_differences() {
     let case = RankCase::random(4, 5, 12);
     let eps = 1e-3f32;
-    for dev in common::test_devices() {
+    for (dev, kind) in common::test_devices()
+        .into_iter()
+        .flat_map(|d| [(d.clone(), PairLoss::Hinge), (d, PairLoss::Logistic)])
+    {
         let total = |p: &[f32]| -> f32 {
             let c = RankCase {
                 p: p.to_vec(),
@@ -321,12 +344,12 @@ fn ranking_loss_gradient_matches_finite_differences() {
                 ..case
             };
             let (p, r, v) = c.tensors(&dev.device);
-            host(ranking_loss(p, r, v)).iter().sum()
+            host(ranking_loss(p, r, v, kind)).iter().sum()
         };
         let device = dev.device.clone().autodiff();
         let (p, r, valid) = case.tensors(&device);
         let p = p.require_grad();
-        let grads = ranking_loss(p.clone(), r, valid).sum().backward();
+        let grads = ranking_loss(p.clone(), r, valid, kind).sum().backward();
         let analytic = host(p.grad(&grads).unwrap());
         for i in 0..case.p.len() {
             let mut up = case.p.clone();
@@ -336,7 +359,7 @@ fn ranking_loss_gradient_matches_finite_differences() {
             let numeric = (total(&up) - total(&down)) / (2.0 * eps);
             assert!(
                 (numeric - analytic[i]).abs() < 1e-2,
-                "{dev:?}: d/dp[{i}] analytic {} numeric {numeric}",
+                "{dev:?} {kind:?}: d/dp[{i}] analytic {} numeric {numeric}",
                 analytic[i]
             );
         }

@@ -7,10 +7,10 @@ pub mod safetensors_dir;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 
-use crate::model::{Llama, LlamaConfig, checkpoint_tensors};
+use crate::model::{Llama, LlamaConfig, ModelHead, checkpoint_tensors};
 pub use safetensors_dir::{SafetensorsFiles, SaveDtype};
 
 /// The files besides config and weights that make a directory usable by transformers.
@@ -34,8 +34,32 @@ pub fn load_config(dir: &Path) -> Result<LlamaConfig> {
     LlamaConfig::from_file(&dir.join("config.json"))
 }
 
-/// Loads a LLaMA checkpoint directory onto `device`, casting weights to f32.
+/// Loads a causal language model (`LlamaForCausalLM`) onto `device`, casting weights to f32.
 pub fn load_model(dir: &Path, device: &Device) -> Result<Llama> {
+    if load_config(dir)?.head == ModelHead::Score {
+        bail!(
+            "{} is a reward model (LlamaForSequenceClassification): it scores text but has no \
+             language-model head to generate or train a policy with",
+            dir.display()
+        );
+    }
+    load_checkpoint(dir, device)
+}
+
+/// Loads a reward model (`LlamaForSequenceClassification`, one label) onto `device`.
+pub fn load_reward_model(dir: &Path, device: &Device) -> Result<Llama> {
+    if load_config(dir)?.head != ModelHead::Score {
+        bail!(
+            "{} is a causal language model, not a reward model (LlamaForSequenceClassification); \
+             train one with `rrhf train-rm`",
+            dir.display()
+        );
+    }
+    load_checkpoint(dir, device)
+}
+
+/// Loads a checkpoint directory of either kind onto `device`, casting weights to f32.
+pub fn load_checkpoint(dir: &Path, device: &Device) -> Result<Llama> {
     let config = load_config(dir)?;
     let files = SafetensorsFiles::open(dir)?;
     let expected: std::collections::HashSet<String> = checkpoint_tensors(&config)
@@ -46,6 +70,7 @@ pub fn load_model(dir: &Path, device: &Device) -> Result<Llama> {
         .names()
         .filter(|n| !expected.contains(*n) && !IGNORED_TENSORS.iter().any(|i| n.ends_with(i)))
         .filter(|n| !(config.tie_word_embeddings && *n == "lm_head.weight"))
+        .filter(|n| !(config.head == ModelHead::Score && *n == "lm_head.weight"))
         .collect();
     if !unexpected.is_empty() {
         unexpected.sort();

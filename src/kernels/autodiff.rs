@@ -10,7 +10,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Autodiff, AutodiffBackend};
 
-use super::RrhfKernels;
+use super::{PairLoss, RrhfKernels};
 
 #[derive(Debug)]
 struct SeqLogprobBackward;
@@ -30,12 +30,12 @@ impl<B: RrhfKernels> Backward<B, 1> for SeqLogprobBackward {
 struct RankLossBackward;
 
 impl<B: RrhfKernels> Backward<B, 1> for RankLossBackward {
-    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, PairLoss);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (p, rewards, valid) = ops.state;
+        let (p, rewards, valid, kind) = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-            B::rank_loss_backward(p, rewards, valid, grad)
+            B::rank_loss_backward(p, rewards, valid, grad, kind)
         });
     }
 }
@@ -81,18 +81,19 @@ impl<B: RrhfKernels, C: CheckpointStrategy> RrhfKernels for Autodiff<B, C> {
         p: FloatTensor<Self>,
         rewards: FloatTensor<Self>,
         valid: FloatTensor<Self>,
+        kind: PairLoss,
     ) -> FloatTensor<Self> {
         let guard = p.node();
         let p = p.into_primitive();
         let rewards = rewards.into_primitive();
         let valid = valid.into_primitive();
-        let loss = B::rank_loss_forward(p.clone(), rewards.clone(), valid.clone());
+        let loss = B::rank_loss_forward(p.clone(), rewards.clone(), valid.clone(), kind);
         match RankLossBackward
             .prepare::<C>([guard])
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(prep) => prep.finish((p, rewards, valid), loss),
+            OpsKind::Tracked(prep) => prep.finish((p, rewards, valid, kind), loss),
             OpsKind::UnTracked(prep) => prep.finish(loss),
         }
     }
@@ -102,12 +103,14 @@ impl<B: RrhfKernels, C: CheckpointStrategy> RrhfKernels for Autodiff<B, C> {
         rewards: FloatTensor<Self>,
         valid: FloatTensor<Self>,
         grad: FloatTensor<Self>,
+        kind: PairLoss,
     ) -> FloatTensor<Self> {
         Self::from_inner(B::rank_loss_backward(
             p.into_primitive(),
             rewards.into_primitive(),
             valid.into_primitive(),
             grad.into_primitive(),
+            kind,
         ))
     }
 }

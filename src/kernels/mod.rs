@@ -4,7 +4,8 @@
 //!   summed log-probability of the masked targets of each sequence, without materialising
 //!   `log_softmax` over the vocabulary;
 //! - ranking loss: from sequence scores `p [Q, K]`, rewards `[Q, K]` and slot validity `[Q, K]`,
-//!   RRHF's hinge sum per query.
+//!   the sum per query over mis-orderable pairs of RRHF's hinge, or of the pairwise logistic
+//!   (Bradley-Terry) loss that reward models train with.
 //!
 //! Both live behind one backend-extension trait, [`RrhfKernels`]: hand-written WGSL shaders
 //! (`shaders/`, wired in `wgsl.rs`) on the wgpu device, the burn-ops reference (`reference.rs`)
@@ -19,6 +20,28 @@ use burn::backend::tensor::{FloatTensor, IntTensor};
 #[allow(unused_imports)] // `Autodiff` is named by the macro's selector list.
 use burn::backend::{Autodiff, Dispatch, Flex, backend_extension};
 use burn::tensor::{Int, Tensor};
+
+/// What a pair of responses with r_i < r_j costs, as a function of the gap g = p_i - p_j.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PairLoss {
+    /// RRHF: max(0, g). No margin: a pair in the right order costs nothing.
+    #[default]
+    Hinge,
+    /// Bradley-Terry: log(1 + exp(g)) = -log sigmoid(p_j - p_i). Keeps pushing the right order
+    /// apart, so the scores become calibrated log-odds, as reward models want.
+    Logistic,
+}
+
+impl PairLoss {
+    /// The shaders' code for it.
+    fn code(self) -> u32 {
+        match self {
+            PairLoss::Hinge => 0,
+            PairLoss::Logistic => 1,
+        }
+    }
+}
 
 #[backend_extension(Autodiff, Cube, Flex)]
 pub trait RrhfKernels: burn::backend::Backend {
@@ -39,11 +62,12 @@ pub trait RrhfKernels: burn::backend::Backend {
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
 
-    /// The hinge sum per query `[Q]`.
+    /// The pair-loss sum per query `[Q]`.
     fn rank_loss_forward(
         p: FloatTensor<Self>,
         rewards: FloatTensor<Self>,
         valid: FloatTensor<Self>,
+        kind: PairLoss,
     ) -> FloatTensor<Self>;
 
     /// `d p [Q, K]` from the gradient of the per-query losses `[Q]`.
@@ -52,6 +76,7 @@ pub trait RrhfKernels: burn::backend::Backend {
         rewards: FloatTensor<Self>,
         valid: FloatTensor<Self>,
         grad: FloatTensor<Self>,
+        kind: PairLoss,
     ) -> FloatTensor<Self>;
 }
 
@@ -91,13 +116,20 @@ pub fn sequence_logprob_backward(
     ))
 }
 
-/// RRHF's ranking loss per query `[Q]`; differentiable in `p`. `valid` is 1 for real response
-/// slots and 0 for the padding of queries with fewer responses.
-pub fn ranking_loss(p: Tensor<2>, rewards: Tensor<2>, valid: Tensor<2>) -> Tensor<1> {
+/// The ranking loss per query `[Q]`: `kind` summed over the pairs with r_i < r_j; differentiable
+/// in `p`. `valid` is 1 for real response slots and 0 for the padding of queries with fewer
+/// responses.
+pub fn ranking_loss(
+    p: Tensor<2>,
+    rewards: Tensor<2>,
+    valid: Tensor<2>,
+    kind: PairLoss,
+) -> Tensor<1> {
     Tensor::from_dispatch(<Dispatch as RrhfKernels>::rank_loss_forward(
         p.into_dispatch(),
         rewards.into_dispatch(),
         valid.into_dispatch(),
+        kind,
     ))
 }
 
@@ -107,12 +139,14 @@ pub fn ranking_loss_backward(
     rewards: Tensor<2>,
     valid: Tensor<2>,
     grad: Tensor<1>,
+    kind: PairLoss,
 ) -> Tensor<2> {
     Tensor::from_dispatch(<Dispatch as RrhfKernels>::rank_loss_backward(
         p.into_dispatch(),
         rewards.into_dispatch(),
         valid.into_dispatch(),
         grad.into_dispatch(),
+        kind,
     ))
 }
 
@@ -152,11 +186,13 @@ impl RrhfKernels for Flex {
         p: FloatTensor<Self>,
         rewards: FloatTensor<Self>,
         valid: FloatTensor<Self>,
+        kind: PairLoss,
     ) -> FloatTensor<Self> {
         flex(reference::rank_loss_forward(
             Tensor::from_primitive::<Flex>(p),
             Tensor::from_primitive::<Flex>(rewards),
             Tensor::from_primitive::<Flex>(valid),
+            kind,
         ))
     }
 
@@ -165,12 +201,14 @@ impl RrhfKernels for Flex {
         rewards: FloatTensor<Self>,
         valid: FloatTensor<Self>,
         grad: FloatTensor<Self>,
+        kind: PairLoss,
     ) -> FloatTensor<Self> {
         flex(reference::rank_loss_backward(
             Tensor::from_primitive::<Flex>(p),
             Tensor::from_primitive::<Flex>(rewards),
             Tensor::from_primitive::<Flex>(valid),
             Tensor::from_primitive::<Flex>(grad),
+            kind,
         ))
     }
 }

@@ -4,8 +4,10 @@
 //! The forward functions are differentiable by burn's own autodiff, which is how the
 //! hand-written backward functions beside them are checked.
 
-use burn::tensor::activation::relu;
+use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::{IndexingUpdateOp, Int, Tensor};
+
+use super::PairLoss;
 
 /// Per sequence, the summed log-prob of the masked targets `[S]`, and the per-row logsumexp
 /// `[S, T]` the backward pass reuses.
@@ -45,25 +47,43 @@ fn logsumexp_last(x: Tensor<3>) -> Tensor<3> {
     (x - max.clone()).exp().sum_dim(2).log() + max
 }
 
-/// RRHF's hinge per query `[Q]`: the sum over slot pairs with r_i < r_j of max(0, p_i - p_j).
-pub fn rank_loss_forward(p: Tensor<2>, rewards: Tensor<2>, valid: Tensor<2>) -> Tensor<1> {
+/// The ranking loss per query `[Q]`: the sum over slot pairs with r_i < r_j of
+/// max(0, p_i - p_j) (hinge) or log(1 + exp(p_i - p_j)) (logistic).
+pub fn rank_loss_forward(
+    p: Tensor<2>,
+    rewards: Tensor<2>,
+    valid: Tensor<2>,
+    kind: PairLoss,
+) -> Tensor<1> {
     let [q, _] = p.dims();
-    let pairs = ordered_pairs(rewards, valid);
-    (relu(pairwise_gap(p)) * pairs)
+    let gap = pairwise_gap(p);
+    let cost = match kind {
+        PairLoss::Hinge => relu(gap),
+        // max(g, 0) + log(1 + exp(-|g|)): log(1 + exp(g)) without overflow.
+        PairLoss::Logistic => relu(gap.clone()) + (-gap.abs()).exp().add_scalar(1.0).log(),
+    };
+    (cost * ordered_pairs(rewards, valid))
         .sum_dim(2)
         .sum_dim(1)
         .reshape([q])
 }
 
-/// `d p_i = g * (#{j: r_i < r_j, p_i > p_j} - #{j: r_j < r_i, p_j > p_i})`.
+/// `d p_i = g * (sum_{j: r_i < r_j} f'(p_i - p_j) - sum_{j: r_j < r_i} f'(p_j - p_i))`, with
+/// f' the step function (hinge; 0 at a zero gap) or the sigmoid (logistic).
 pub fn rank_loss_backward(
     p: Tensor<2>,
     rewards: Tensor<2>,
     valid: Tensor<2>,
     grad: Tensor<1>,
+    kind: PairLoss,
 ) -> Tensor<2> {
     let [q, k] = p.dims();
-    let active = ordered_pairs(rewards, valid) * pairwise_gap(p).greater_elem(0.0).float();
+    let gap = pairwise_gap(p);
+    let slope = match kind {
+        PairLoss::Hinge => gap.greater_elem(0.0).float(),
+        PairLoss::Logistic => sigmoid(gap),
+    };
+    let active = ordered_pairs(rewards, valid) * slope;
     let as_lower = active.clone().sum_dim(2).reshape([q, k]);
     let as_higher = active.sum_dim(1).reshape([q, k]);
     (as_lower - as_higher) * grad.reshape([q, 1])

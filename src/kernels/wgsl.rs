@@ -14,7 +14,7 @@ use burn::tensor::{DType, IntDType};
 use cubecl::{CubeCount, CubeDim, prelude::KernelId, server::KernelArguments};
 use derive_new::new;
 
-use super::RrhfKernels;
+use super::{PairLoss, RrhfKernels};
 
 kernel_source!(
     SeqLogprobForwardWgsl,
@@ -196,6 +196,7 @@ impl RrhfKernels for CubeBackend {
         p: FloatTensor<Self>,
         rewards: FloatTensor<Self>,
         valid: FloatTensor<Self>,
+        kind: PairLoss,
     ) -> FloatTensor<Self> {
         let p = f32_contiguous(p, "scores");
         let rewards = f32_contiguous(rewards, "rewards");
@@ -209,7 +210,7 @@ impl RrhfKernels for CubeBackend {
             CubeCount::Static(groups, 1, 1),
             &p,
             vec![&p, &rewards, &valid, &loss],
-            &[q as u32, k as u32],
+            &[q as u32, k as u32, kind.code()],
         );
         loss
     }
@@ -219,6 +220,7 @@ impl RrhfKernels for CubeBackend {
         rewards: FloatTensor<Self>,
         valid: FloatTensor<Self>,
         grad: FloatTensor<Self>,
+        kind: PairLoss,
     ) -> FloatTensor<Self> {
         let p = f32_contiguous(p, "scores");
         let rewards = f32_contiguous(rewards, "rewards");
@@ -233,7 +235,7 @@ impl RrhfKernels for CubeBackend {
             CubeCount::Static(groups, 1, 1),
             &p,
             vec![&p, &rewards, &valid, &grad, &out],
-            &[q as u32, k as u32],
+            &[q as u32, k as u32, kind.code()],
         );
         out
     }

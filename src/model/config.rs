@@ -26,6 +26,15 @@ pub enum RopeScaling {
     },
 }
 
+/// What sits on top of the decoder, from `architectures` in config.json.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelHead {
+    /// `LlamaForCausalLM`: next-token logits (`lm_head.weight`, or the tied embedding).
+    LanguageModel,
+    /// `LlamaForSequenceClassification` with one label: a scalar reward (`score.weight`).
+    Score,
+}
+
 #[derive(Debug, Clone)]
 pub struct LlamaConfig {
     pub vocab_size: usize,
@@ -45,6 +54,7 @@ pub struct LlamaConfig {
     pub bos_token_id: Option<u32>,
     /// All ids that end generation (`eos_token_id` may be a list, as in LLaMA 3).
     pub eos_token_ids: Vec<u32>,
+    pub head: ModelHead,
     /// The original JSON, written back on save with only the dtype updated.
     pub raw: Value,
 }
@@ -171,8 +181,31 @@ impl LlamaConfig {
                 .first()
                 .copied(),
             eos_token_ids: token_ids(f.eos_token_id.as_ref(), "eos_token_id")?,
+            head: parse_head(&raw)?,
             raw,
         })
+    }
+
+    /// The config of a reward model on this backbone: `LlamaForSequenceClassification` with one
+    /// label, and a `pad_token_id` (transformers refuses batches without one).
+    pub fn as_reward_model(&self) -> Self {
+        let mut config = self.clone();
+        config.head = ModelHead::Score;
+        if let Value::Object(map) = &mut config.raw {
+            map.insert(
+                "architectures".into(),
+                serde_json::json!(["LlamaForSequenceClassification"]),
+            );
+            map.insert("id2label".into(), serde_json::json!({"0": "LABEL_0"}));
+            map.insert("label2id".into(), serde_json::json!({"LABEL_0": 0}));
+            map.remove("num_labels");
+            if map.get("pad_token_id").is_none_or(Value::is_null)
+                && let Some(&eos) = self.eos_token_ids.first()
+            {
+                map.insert("pad_token_id".into(), eos.into());
+            }
+        }
+        config
     }
 
     /// The JSON to write next to saved weights of the given dtype name ("float32", "bfloat16", ...).
@@ -194,12 +227,40 @@ impl LlamaConfig {
         let q = self.num_attention_heads * self.head_dim;
         let kv = self.num_key_value_heads * self.head_dim;
         let layer = d * (q + 2 * kv) + q * d + 3 * d * f + 2 * d;
-        let head = if self.tie_word_embeddings { 0 } else { v * d };
+        let head = match self.head {
+            ModelHead::Score => d,
+            ModelHead::LanguageModel if self.tie_word_embeddings => 0,
+            ModelHead::LanguageModel => v * d,
+        };
         v * d + self.num_hidden_layers * layer + d + head
     }
 }
 
 /// `rope_theta` + `rope_scaling` (transformers 4) or `rope_parameters` (transformers 5).
+/// `LlamaForSequenceClassification` is a reward model, which must have exactly one label (its
+/// score); anything else is read as a causal language model.
+fn parse_head(raw: &Value) -> Result<ModelHead> {
+    let is_classifier = raw["architectures"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|n| n == "LlamaForSequenceClassification"));
+    if !is_classifier {
+        return Ok(ModelHead::LanguageModel);
+    }
+    // transformers: `num_labels` is the size of `id2label`, 2 when neither is given.
+    let labels = match (raw.get("id2label"), raw.get("num_labels")) {
+        (Some(Value::Object(m)), _) => m.len() as u64,
+        (_, Some(n)) => n.as_u64().unwrap_or(0),
+        _ => 2,
+    };
+    if labels != 1 {
+        bail!(
+            "field `id2label`/`num_labels`: a LlamaForSequenceClassification with {labels} labels; \
+             a reward model has one (its score)"
+        );
+    }
+    Ok(ModelHead::Score)
+}
+
 fn parse_rope(
     theta: Option<f64>,
     scaling: Option<&Value>,

@@ -48,8 +48,10 @@ pub struct Llama {
     pub embed_tokens: Embedding,
     pub layers: Vec<DecoderLayer>,
     pub norm: RmsNorm,
-    /// `None` when the head is tied to the token embedding.
+    /// `None` when the head is tied to the token embedding, and in a reward model.
     pub lm_head: Option<Linear>,
+    /// A reward model's scalar head (`score.weight`, `[d, 1]`); see `reward.rs`.
+    pub score: Option<Linear>,
     #[module(skip)]
     pub config: LlamaConfig,
     #[module(skip)]
@@ -237,6 +239,10 @@ impl Llama {
 
     /// The language-model head: `[.., d]` hidden states to `[.., V]` logits.
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        assert!(
+            self.score.is_none(),
+            "a reward model has no language-model head (checkpoint::load_model refuses them)"
+        );
         match &self.lm_head {
             Some(head) => head.forward(hidden),
             // E·hᵀ rather than h·Eᵀ: burn's CPU backends multiply a transposed [V, d] operand

@@ -2,10 +2,11 @@
 
 mod config;
 mod llama;
+mod reward;
 mod rope;
 mod weights;
 
-pub use config::{LlamaConfig, RopeScaling};
+pub use config::{LlamaConfig, ModelHead, RopeScaling};
 pub use llama::{Attention, AttentionContext, DecoderLayer, KvCache, Llama, Mlp};
 pub use rope::{Rope, RopeTables};
 pub use weights::{HostTensor, WeightSource, checkpoint_tensors};

@@ -8,7 +8,7 @@ use burn::module::Param;
 use burn::nn::{Embedding, Linear, RmsNorm};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::config::LlamaConfig;
+use super::config::{LlamaConfig, ModelHead};
 use super::llama::{Attention, DecoderLayer, Llama, Mlp};
 use super::rope::Rope;
 
@@ -81,8 +81,12 @@ pub fn checkpoint_tensors(config: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
         }
     }
     out.push(("model.norm.weight".to_string(), vec![d]));
-    if !config.tie_word_embeddings {
-        out.push(("lm_head.weight".to_string(), vec![config.vocab_size, d]));
+    match config.head {
+        ModelHead::Score => out.push(("score.weight".to_string(), vec![1, d])),
+        ModelHead::LanguageModel if !config.tie_word_embeddings => {
+            out.push(("lm_head.weight".to_string(), vec![config.vocab_size, d]))
+        }
+        ModelHead::LanguageModel => {}
     }
     out
 }
@@ -189,10 +193,10 @@ impl Llama {
             });
         }
         let norm = l.norm("model.norm.weight", d, eps)?;
-        let lm_head = if config.tie_word_embeddings {
-            None
-        } else {
-            Some(l.linear("lm_head", v, d, false)?)
+        let (lm_head, score) = match config.head {
+            ModelHead::Score => (None, Some(l.linear("score", 1, d, false)?)),
+            ModelHead::LanguageModel if config.tie_word_embeddings => (None, None),
+            ModelHead::LanguageModel => (Some(l.linear("lm_head", v, d, false)?), None),
         };
         let rope = Rope::new(&config);
         Ok(Llama {
@@ -200,6 +204,7 @@ impl Llama {
             layers,
             norm,
             lm_head,
+            score,
             config,
             rope,
         })
@@ -207,7 +212,7 @@ impl Llama {
 
     /// A model with random weights (normal, std 0.02; norms at one), for tests and benchmarks.
     pub fn random(config: LlamaConfig, seed: u64, device: &Device) -> Self {
-        use rand::{Rng, SeedableRng};
+        use rand::SeedableRng;
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut source = |name: &str, shape: &[usize]| -> Result<HostTensor> {
             let n = shape.iter().product();
@@ -216,12 +221,7 @@ impl Llama {
             } else if name.ends_with(".bias") {
                 vec![0.0; n]
             } else {
-                // Irwin-Hall approximation of a normal: plenty for random test weights.
-                (0..n)
-                    .map(|_| {
-                        (0..4).map(|_| rng.random::<f32>() - 0.5).sum::<f32>() * 0.02 * 3f32.sqrt()
-                    })
-                    .collect()
+                small_normal(&mut rng, n, 0.02)
             };
             Ok(HostTensor::new(shape.to_vec(), data))
         };
@@ -268,8 +268,19 @@ impl Llama {
         if let Some(head) = &self.lm_head {
             out.linear("lm_head".into(), head);
         }
+        if let Some(score) = &self.score {
+            out.linear("score".into(), score);
+        }
         out.0
     }
+}
+
+/// `n` draws of a normal with standard deviation `std`, by the Irwin-Hall approximation (a sum of
+/// four uniforms): plenty for initial weights.
+pub fn small_normal(rng: &mut impl rand::Rng, n: usize, std: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| (0..4).map(|_| rng.random::<f32>() - 0.5).sum::<f32>() * std * 3f32.sqrt())
+        .collect()
 }
 
 #[derive(Default)]

@@ -3,11 +3,14 @@
 //! command (`command:CMD`, see `external.rs`), and a reward model (`model:DIR`, a LLaMA with a
 //! scalar head).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
 
 pub mod external;
+pub mod model;
 pub mod rules;
 
 /// One response to score, with the query it answers (raw text, no chat template).
@@ -24,41 +27,80 @@ pub trait Reward {
     fn score(&mut self, items: &[Scoring<'_>]) -> Result<Vec<f64>>;
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone)]
 pub struct RewardOptions {
     /// How long an external scorer may take for one batch before it is stopped.
     pub timeout_secs: f64,
+    /// Where a reward model runs.
+    pub device: Device,
 }
 
 impl Default for RewardOptions {
     fn default() -> Self {
         Self {
             timeout_secs: 120.0,
+            device: crate::device::cpu_device().device,
         }
     }
 }
 
-/// Builds the reward a spec names: `rule:NAME[:k=v,...]` or `command:CMD`.
-pub fn parse_reward(spec: &str, options: &RewardOptions) -> Result<Box<dyn Reward>> {
-    let (kind, rest) = spec.split_once(':').with_context(|| {
-        format!("reward `{spec}`: expected rule:NAME[:key=value,...] or command:CMD")
-    })?;
-    match kind {
-        "rule" => Ok(Box::new(
-            rules::Rule::parse(rest).with_context(|| format!("reward `{spec}`"))?,
-        )),
-        "command" | "cmd" => {
-            if rest.trim().is_empty() {
-                bail!("reward `{spec}`: the command is empty");
+/// A parsed `--reward` spec, not yet built (a reward model is not loaded yet).
+#[derive(Debug, Clone)]
+pub enum RewardSpec {
+    Rule(rules::Rule),
+    Command(String),
+    Model(PathBuf),
+}
+
+impl RewardSpec {
+    /// `rule:NAME[:k=v,...]`, `command:CMD` or `model:DIR` (the syntax only: files are read by
+    /// [`RewardSpec::build`]).
+    pub fn parse(spec: &str) -> Result<Self> {
+        let (kind, rest) = spec.split_once(':').with_context(|| {
+            format!("reward `{spec}`: expected rule:NAME[:key=value,...], command:CMD or model:DIR")
+        })?;
+        match kind {
+            "rule" => Ok(Self::Rule(
+                rules::Rule::parse(rest).with_context(|| format!("reward `{spec}`"))?,
+            )),
+            "command" | "cmd" => {
+                if rest.trim().is_empty() {
+                    bail!("reward `{spec}`: the command is empty");
+                }
+                Ok(Self::Command(rest.to_string()))
             }
-            Ok(Box::new(external::ExternalScorer::new(
-                rest,
-                Duration::from_secs_f64(options.timeout_secs),
-            )?))
+            // Checked when built: a config may name a reward model that an earlier step of the
+            // same job trains.
+            "model" => {
+                if rest.trim().is_empty() {
+                    bail!("reward `{spec}`: the directory is empty");
+                }
+                Ok(Self::Model(PathBuf::from(rest)))
+            }
+            other => {
+                bail!("reward `{spec}`: unknown kind `{other}` (expected rule, command or model)")
+            }
         }
-        other => bail!("reward `{spec}`: unknown kind `{other}` (expected rule or command)"),
     }
+
+    pub fn build(self, options: &RewardOptions) -> Result<Box<dyn Reward>> {
+        Ok(match self {
+            Self::Rule(rule) => Box::new(rule),
+            Self::Command(command) => Box::new(external::ExternalScorer::new(
+                &command,
+                Duration::from_secs_f64(options.timeout_secs),
+            )?),
+            Self::Model(dir) => Box::new(
+                model::ModelReward::load(&dir, &options.device)
+                    .with_context(|| format!("reward `model:{}`", dir.display()))?,
+            ),
+        })
+    }
+}
+
+/// Builds the reward a spec names (see [`RewardSpec::parse`]).
+pub fn parse_reward(spec: &str, options: &RewardOptions) -> Result<Box<dyn Reward>> {
+    RewardSpec::parse(spec)?.build(options)
 }
 
 /// Scores every (query, response) pair with `reward`, checking that each score is finite.

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceChoice;
+use crate::kernels::PairLoss;
 use crate::loss::LossConfig;
 use crate::sampling::ResponsePolicy;
 use crate::tokenizer::TemplateMode;
@@ -26,6 +27,31 @@ pub struct TrainConfig {
     pub output: OutputSection,
     /// Online RRHF: sample the responses from the policy being trained.
     pub online: Option<OnlineSection>,
+    /// Train a reward model on the ranked data instead of a policy (`rrhf train-rm`).
+    pub reward_model: Option<RewardModelSection>,
+}
+
+/// `[reward_model]`: `model.path` (a causal LM, which gets a fresh scalar head, or a reward
+/// model) is trained to score each query's responses in the order of their `scores`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardModelSection {
+    /// `logistic` (Bradley-Terry, the usual reward-model loss; the default) or `hinge` (RRHF's
+    /// ranking loss on the scores).
+    #[serde(default = "logistic")]
+    pub pair_loss: PairLoss,
+}
+
+fn logistic() -> PairLoss {
+    PairLoss::Logistic
+}
+
+impl Default for RewardModelSection {
+    fn default() -> Self {
+        Self {
+            pair_loss: logistic(),
+        }
+    }
 }
 
 /// `[online]`: every `resample_every` steps, the queries of the next steps get `sampling.k`
@@ -217,6 +243,13 @@ impl TrainConfig {
         if self.output.log_every == 0 {
             return bad("output.log_every", "must be at least 1");
         }
+        if self.online.is_some() && self.reward_model.is_some() {
+            return bad(
+                "reward_model",
+                "a reward model trains offline on ranked data; [online] and [reward_model] \
+                 cannot both be set",
+            );
+        }
         if let Some(online) = &self.online {
             if online.resample_every == 0 {
                 return bad("online.resample_every", "must be at least 1");
@@ -227,7 +260,7 @@ impl TrainConfig {
             if let Err(e) = online.sampling.validate() {
                 return bad("online.sampling", &e.to_string());
             }
-            if let Err(e) = crate::rewards::parse_reward(&online.reward, &Default::default()) {
+            if let Err(e) = crate::rewards::RewardSpec::parse(&online.reward) {
                 return bad("online.reward", &format!("{e:#}"));
             }
         }

@@ -23,13 +23,13 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde_json::json;
 
-use crate::checkpoint::{SaveDtype, load_model, save_model};
+use crate::checkpoint::{SaveDtype, load_checkpoint, load_model, save_model};
 use crate::data::{
     RankBatch, TokenizeOptions, TokenizedExample, read_query_lines, read_ranked_jsonl,
     tokenize_examples,
 };
 use crate::device::select;
-use crate::loss::{LossConfig, ranked_pairs, rrhf_loss};
+use crate::loss::{RrhfLoss, ranked_pairs, reward_model_loss, rrhf_loss};
 use crate::model::Llama;
 use crate::tokenizer::Tokenizer;
 pub use config::TrainConfig;
@@ -40,6 +40,8 @@ use state::{TrainerState, checkpoint_dir, load_checkpoint_state, save_checkpoint
 
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const FINAL_DIR: &str = "final";
+/// Loss and reward (or eval accuracy) per step, drawn at the end of a run.
+pub const PLOT_FILE: &str = "metrics.png";
 
 /// What a finished (or stopped) run reports.
 #[derive(Debug, Clone)]
@@ -69,7 +71,11 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
     eprintln!("device: {}", selected.description);
     let device = selected.device.clone().autodiff();
     let model_dir = options.resume.as_deref().unwrap_or(&config.model.path);
-    let mut model = load_model(model_dir, &device)?;
+    let mut model = match &config.reward_model {
+        None => load_model(model_dir, &device)?,
+        // A causal LM gets a fresh scalar head; a reward model (e.g. a resumed one) is kept.
+        Some(_) => load_checkpoint(model_dir, &device)?.into_reward_model(config.train.seed),
+    };
     let tokenizer = Tokenizer::load(model_dir, &model.config)?;
 
     let opts = TokenizeOptions {
@@ -179,7 +185,7 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
         && state.step == 0
         && config.output.eval_every > 0
     {
-        let result = evaluate(&model.valid(), set, micro, &config.loss);
+        let result = evaluate(&model.valid(), set, micro, config);
         metrics.write(eval_line(0, result), &progress)?;
     }
 
@@ -225,7 +231,7 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
                 .collect();
             let batch = RankBatch::new(&examples);
             tokens += batch.real_tokens();
-            let loss = rrhf_loss(&model, &batch, &config.loss);
+            let loss = batch_loss(&model, &batch, config);
             // Each micro-batch adds its share of the mean over all the step's queries.
             let objective = loss.total.clone().sum() / t.queries_per_step as f32;
             let parts = read_sums([&loss.total, &loss.rank, &loss.ft]);
@@ -304,7 +310,7 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
         if let Some(set) = &eval_set
             && (eval_due || state.step == total_steps)
         {
-            let result = evaluate(&model.valid(), set, micro, &config.loss);
+            let result = evaluate(&model.valid(), set, micro, config);
             metrics.write(eval_line(state.step, result), &progress)?;
             last_eval = Some(result);
         }
@@ -320,6 +326,11 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
         }
     }
     progress.finish();
+    // The plot is a convenience: a run that trained is not failed by a missing font.
+    let plot = out.join(PLOT_FILE);
+    if let Err(e) = crate::plot::plot_metrics(&out.join(METRICS_FILE), &plot) {
+        eprintln!("warning: no plot written: {e:#}");
+    }
 
     let saved = if state.step == total_steps {
         let dir = out.join(FINAL_DIR);
@@ -349,18 +360,27 @@ fn load_tokenized(
     tokenize_examples(&examples, tokenizer, opts, path)
 }
 
-/// Eval loss (mean over queries) and ranking accuracy (over all strictly ordered pairs).
+/// The loss the config trains: RRHF's on the policy, or the reward model's pair loss.
+fn batch_loss(model: &Llama, batch: &RankBatch, config: &TrainConfig) -> RrhfLoss {
+    match &config.reward_model {
+        None => rrhf_loss(model, batch, &config.loss),
+        Some(rm) => reward_model_loss(model, batch, rm.pair_loss),
+    }
+}
+
+/// Eval loss (mean over queries) and ranking accuracy (over all strictly ordered pairs): for a
+/// reward model, its pairwise accuracy.
 pub fn evaluate(
     model: &Llama,
     set: &[TokenizedExample],
     batch_queries: usize,
-    loss: &LossConfig,
+    config: &TrainConfig,
 ) -> EvalResult {
     let (mut total, mut matched, mut pairs) = (0.0f32, 0, 0);
     for chunk in set.chunks(batch_queries.max(1)) {
         let examples: Vec<&TokenizedExample> = chunk.iter().collect();
         let batch = RankBatch::new(&examples);
-        let out = rrhf_loss(model, &batch, loss);
+        let out = batch_loss(model, &batch, config);
         total += read_sums([&out.total])[0];
         let scores: Vec<f32> = out.scores.try_into_vec_as().expect("scores read back");
         let (m, p) = ranked_pairs(&scores, &batch);

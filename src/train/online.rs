@@ -56,6 +56,7 @@ impl OnlineSampler {
             &section.reward,
             &RewardOptions {
                 timeout_secs: section.reward_timeout_secs,
+                device: device.clone(),
             },
         )?;
         let start_model = if section.kl_coef > 0.0 {

@@ -1,0 +1,231 @@
+//! A PNG of a run's `metrics.jsonl`: the loss per step (train, and eval where it was measured),
+//! and below it the reward per step of an online run, or else the eval ranking accuracy.
+//!
+//! Text needs a TrueType font, which plotters does not bring: the first of `RRHF_FONT` and the
+//! usual system locations that exists is used (Debian: `fonts-dejavu-core`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use serde_json::Value;
+
+/// Where fonts live on Linux, macOS and Windows, first match wins.
+const FONT_PATHS: &[&str] = &[
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    "/System/Library/Fonts/Supplemental/Arial.ttf",
+    "/Library/Fonts/Arial.ttf",
+    "C:\\Windows\\Fonts\\arial.ttf",
+];
+
+/// `(step, value)` points of one metric.
+type Series = Vec<(f64, f64)>;
+
+struct RunSeries {
+    loss: Series,
+    eval_loss: Series,
+    reward: Series,
+    eval_accuracy: Series,
+}
+
+/// Draws `metrics` (a `metrics.jsonl`) into the PNG file `out`, written under a temporary name
+/// and renamed.
+pub fn plot_metrics(metrics: &Path, out: &Path) -> Result<()> {
+    let run = read_series(metrics)?;
+    if run.loss.is_empty() {
+        bail!("{}: no step lines with a loss to plot", metrics.display());
+    }
+    register_font()?;
+    let tmp = out.with_file_name(format!(".plot-tmp-{}.png", std::process::id()));
+    draw(&run, &tmp).with_context(|| format!("cannot draw {}", out.display()))?;
+    std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(())
+}
+
+fn read_series(path: &Path) -> Result<RunSeries> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut run = RunSeries {
+        loss: vec![],
+        eval_loss: vec![],
+        reward: vec![],
+        eval_accuracy: vec![],
+    };
+    for (n, line) in text.lines().enumerate() {
+        let v: Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not a JSON line", path.display(), n + 1))?;
+        let Some(step) = v["step"].as_f64() else {
+            continue;
+        };
+        for (key, series) in [
+            ("loss", &mut run.loss),
+            ("eval_loss", &mut run.eval_loss),
+            ("reward", &mut run.reward),
+            ("eval_rank_accuracy", &mut run.eval_accuracy),
+        ] {
+            if let Some(y) = v[key].as_f64().filter(|y| y.is_finite()) {
+                series.push((step, y));
+            }
+        }
+    }
+    Ok(run)
+}
+
+fn register_font() -> Result<()> {
+    let candidates: Vec<PathBuf> = std::env::var_os("RRHF_FONT")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(FONT_PATHS.iter().map(PathBuf::from))
+        .collect();
+    let Some(path) = candidates.iter().find(|p| p.is_file()) else {
+        bail!(
+            "no TrueType font found for the plot's text (looked at {FONT_PATHS:?}); install one \
+             (Debian: apt-get install fonts-dejavu-core) or point RRHF_FONT at a .ttf file"
+        );
+    };
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    // plotters keeps fonts for the life of the process.
+    let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+    plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+        .map_err(|_| anyhow::anyhow!("{} is not a font plotters can read", path.display()))
+}
+
+fn draw(run: &RunSeries, path: &Path) -> Result<()> {
+    let root = BitMapBackend::new(path, (1000, 760)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let panels = root.split_evenly((2, 1));
+    panel(
+        &panels[0],
+        "Loss per step",
+        "loss",
+        &[("train", &run.loss, BLUE), ("eval", &run.eval_loss, RED)],
+    )?;
+    if run.reward.is_empty() {
+        panel(
+            &panels[1],
+            "Eval ranking accuracy",
+            "accuracy",
+            &[("eval", &run.eval_accuracy, RED)],
+        )?;
+    } else {
+        panel(
+            &panels[1],
+            "Mean reward of the sampled responses per step",
+            "reward",
+            &[("reward", &run.reward, GREEN)],
+        )?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+fn panel(
+    area: &DrawingArea<BitMapBackend, Shift>,
+    title: &str,
+    y_label: &str,
+    lines: &[(&str, &Series, RGBColor)],
+) -> Result<()> {
+    let points = lines.iter().flat_map(|(_, s, _)| s.iter());
+    let (mut x_max, mut y_min, mut y_max) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
+    for &(x, y) in points {
+        x_max = x_max.max(x);
+        y_min = y_min.min(y);
+        y_max = y_max.max(y);
+    }
+    if !y_min.is_finite() {
+        (y_min, y_max) = (0.0, 1.0);
+    }
+    let pad = ((y_max - y_min) * 0.08).max(1e-3);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..x_max, (y_min - pad)..(y_max + pad))?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc(y_label)
+        .label_style(("sans-serif", 14))
+        .draw()?;
+    for (name, series, color) in lines {
+        if series.is_empty() {
+            continue;
+        }
+        let color = *color;
+        chart
+            .draw_series(LineSeries::new(
+                series.iter().copied(),
+                color.stroke_width(2),
+            ))?
+            .label(*name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        // Sparse series (evaluations) get markers so single points show.
+        if series.len() < 30 {
+            chart.draw_series(
+                series
+                    .iter()
+                    .map(|&(x, y)| Circle::new((x, y), 3, color.filled())),
+            )?;
+        }
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("rrhf-plot-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn draws_a_png_of_loss_and_reward() {
+        let dir = scratch("png");
+        let metrics = dir.join("metrics.jsonl");
+        let mut lines = vec![r#"{"step":0,"eval_loss":2.0,"eval_rank_accuracy":0.5}"#.to_string()];
+        lines.push(r#"{"step":0,"round":0,"sample_reward_mean":0.4}"#.into());
+        for step in 1..=8 {
+            lines.push(format!(
+                r#"{{"step":{step},"loss":{},"reward":{}}}"#,
+                2.0 / step as f64,
+                0.4 + 0.05 * step as f64
+            ));
+        }
+        std::fs::write(&metrics, lines.join("\n")).unwrap();
+        let run = read_series(&metrics).unwrap();
+        assert_eq!(run.loss.len(), 8);
+        assert_eq!(run.reward[7], (8.0, 0.8));
+        assert_eq!(run.eval_loss, vec![(0.0, 2.0)]);
+
+        let png = dir.join("metrics.png");
+        plot_metrics(&metrics, &png).unwrap();
+        let bytes = std::fs::read(&png).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        // The IHDR chunk: width and height as drawn.
+        assert_eq!(u32::from_be_bytes(bytes[16..20].try_into().unwrap()), 1000);
+        assert_eq!(u32::from_be_bytes(bytes[20..24].try_into().unwrap()), 760);
+    }
+
+    #[test]
+    fn names_the_line_that_is_not_json() {
+        let dir = scratch("bad");
+        let metrics = dir.join("metrics.jsonl");
+        std::fs::write(&metrics, "{\"step\":1,\"loss\":1.0}\nnot json\n").unwrap();
+        let err = plot_metrics(&metrics, &dir.join("x.png")).unwrap_err();
+        assert!(format!("{err:#}").contains("metrics.jsonl:2"), "{err:#}");
+    }
+}

@@ -1,0 +1,84 @@
+//! A reward model as a reward: `model:DIR` loads a `LlamaForSequenceClassification` directory
+//! (one trained by `rrhf train-rm`, or from Hugging Face) and scores each query + response with
+//! its scalar head, templated and tokenised as training data is.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use super::{Reward, Scoring};
+use crate::checkpoint::load_reward_model;
+use crate::data::{RankedExample, ScoredBatch, TokenizeOptions, tokenize_example};
+use crate::model::Llama;
+use crate::tokenizer::{TemplateMode, Tokenizer};
+
+/// Sequences scored in one forward pass.
+const BATCH: usize = 8;
+
+/// Longest query + response scored; longer responses keep their beginning.
+const MAX_LENGTH: usize = 1024;
+
+pub struct ModelReward {
+    dir: PathBuf,
+    model: Llama,
+    tokenizer: Tokenizer,
+}
+
+impl ModelReward {
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let model = load_reward_model(dir, device)?;
+        let tokenizer = Tokenizer::load(dir, &model.config)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            model,
+            tokenizer,
+        })
+    }
+
+    fn tokens(&self, item: &Scoring<'_>) -> Result<(Vec<u32>, Vec<u32>)> {
+        let example = RankedExample {
+            query: item.query.to_string(),
+            responses: vec![item.response.to_string()],
+            scores: vec![0.0],
+            line: 0,
+        };
+        let opts = TokenizeOptions {
+            max_length: MAX_LENGTH,
+            max_query_length: Some(MAX_LENGTH / 2),
+            template: TemplateMode::Auto,
+        };
+        let mut t = tokenize_example(&example, &self.tokenizer, opts)?;
+        Ok((t.query, t.responses.remove(0)))
+    }
+}
+
+impl Reward for ModelReward {
+    fn describe(&self) -> String {
+        format!("model:{}", self.dir.display())
+    }
+
+    fn score(&mut self, items: &[Scoring<'_>]) -> Result<Vec<f64>> {
+        let pairs = items
+            .iter()
+            .map(|it| self.tokens(it))
+            .collect::<Result<Vec<_>>>()
+            .with_context(|| format!("reward model {}", self.dir.display()))?;
+        let device = self.model.device();
+        let mut scores = Vec::with_capacity(items.len());
+        for chunk in pairs.chunks(BATCH) {
+            let batch = ScoredBatch::pack(chunk);
+            let tokens = Tensor::<2, Int>::from_data(
+                TensorData::new(batch.tokens, [batch.rows, batch.width]),
+                &device,
+            );
+            let rewards: Vec<f32> = self
+                .model
+                .rewards(tokens, &batch.key_valid)
+                .try_into_vec_as()
+                .expect("rewards read back");
+            scores.extend(rewards.into_iter().map(f64::from));
+        }
+        Ok(scores)
+    }
+}
