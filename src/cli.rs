@@ -10,7 +10,7 @@ use crate::checkpoint::{self, SaveDtype, convert::convert_gguf, write_file_atomi
 use crate::data::{ScoredBatch, read_query_lines};
 use crate::device::{self, DeviceChoice, SelectedDevice};
 use crate::eval::{EvalSettings, ModelEval, evaluate_model, win_rate};
-use crate::loss::sequence_logprobs;
+use crate::loss::{HeadPath, sequence_logprobs};
 use crate::model::Llama;
 use crate::rewards::{RewardOptions, RewardSpec, score_responses};
 use crate::sampling::{ResponsePolicy, SamplingConfig, generate, sample_responses};
@@ -325,7 +325,7 @@ fn logprob_cmd(args: LogprobArgs) -> Result<()> {
     let query = tokenizer.encode_query(&args.query, args.model.template)?;
     let response = tokenizer.encode_response(&args.response)?;
     let batch = ScoredBatch::pack(&[(query, response)]);
-    let (sum, count) = sequence_logprobs(&model, &batch);
+    let (sum, count) = sequence_logprobs(&model, &batch, HeadPath::default());
     let sum: f64 = sum.into_scalar::<f32>() as f64;
     let count = count.into_scalar::<f32>() as usize;
     ensure!(count > 0, "the response has no tokens");

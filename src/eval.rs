@@ -9,7 +9,7 @@ use anyhow::Result;
 
 use crate::checkpoint::load_model;
 use crate::data::{QueryLine, ScoredBatch};
-use crate::loss::sequence_logprobs;
+use crate::loss::{HeadPath, sequence_logprobs};
 use crate::model::Llama;
 use crate::rewards::{Reward, mean_std, score_responses};
 use crate::sampling::{SamplingConfig, generate};
@@ -114,7 +114,8 @@ pub fn reference_perplexity(
     }
     let (mut nll, mut count) = (0.0f64, 0.0f64);
     for chunk in pairs.chunks(settings.batch.max(1)) {
-        let (sums, counts) = sequence_logprobs(model, &ScoredBatch::pack(chunk));
+        let (sums, counts) =
+            sequence_logprobs(model, &ScoredBatch::pack(chunk), HeadPath::default());
         let sums: Vec<f32> = sums
             .try_into_vec_as()
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;

@@ -18,8 +18,8 @@
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::data::{RankBatch, ScoredBatch};
-use crate::kernels::{PairLoss, ranking_loss, sequence_logprob};
-use crate::model::Llama;
+use crate::kernels::{PairLoss, fused_sequence_logprob, ranking_loss, sequence_logprob};
+use crate::model::{AttentionContext, Llama};
 
 /// Normalisation of the fine-tune term.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
@@ -41,6 +41,39 @@ pub struct LossConfig {
     pub ft_weight: f32,
     pub length_penalty: f32,
     pub ft_norm: FtNorm,
+    /// Compute the response log-probs from the hidden states a vocabulary chunk at a time
+    /// (`kernels::fused_head`), never holding the `[S, T, V]` logits; `false`: the plain head
+    /// followed by the sequence log-prob kernel.
+    pub fused_head: bool,
+    /// Vocabulary rows per chunk of the fused head.
+    pub head_chunk: usize,
+}
+
+impl LossConfig {
+    pub fn head_path(&self) -> HeadPath {
+        if self.fused_head {
+            HeadPath::Fused {
+                chunk: self.head_chunk,
+            }
+        } else {
+            HeadPath::Unfused
+        }
+    }
+}
+
+/// How the response log-probs come out of the model's final hidden states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadPath {
+    /// Logits `[S, T, V]`, then the sequence log-prob kernel.
+    Unfused,
+    /// The head and the log-prob together, `chunk` vocabulary rows at a time.
+    Fused { chunk: usize },
+}
+
+impl Default for HeadPath {
+    fn default() -> Self {
+        LossConfig::default().head_path()
+    }
 }
 
 impl Default for LossConfig {
@@ -50,6 +83,8 @@ impl Default for LossConfig {
             ft_weight: 1.0,
             length_penalty: 1.0,
             ft_norm: FtNorm::TokenMean,
+            fused_head: true,
+            head_chunk: 2048,
         }
     }
 }
@@ -70,7 +105,7 @@ pub struct RrhfLoss {
 pub fn rrhf_loss(model: &Llama, batch: &RankBatch, config: &LossConfig) -> RrhfLoss {
     let device = model.device();
     let (q, k) = (batch.queries, batch.slots);
-    let logprob_sums = sequence_logprobs(model, &batch.sequences).0;
+    let logprob_sums = sequence_logprobs(model, &batch.sequences, config.head_path()).0;
 
     let lengths: Vec<f32> = batch
         .response_lens
@@ -154,16 +189,35 @@ fn scores_by_slot(p: Tensor<1>, batch: &RankBatch, device: &burn::tensor::Device
 }
 
 /// Per sequence of `batch`: summed log-probability of the response tokens, and their count.
-pub fn sequence_logprobs(model: &Llama, batch: &ScoredBatch) -> (Tensor<1>, Tensor<1>) {
+pub fn sequence_logprobs(
+    model: &Llama,
+    batch: &ScoredBatch,
+    head: HeadPath,
+) -> (Tensor<1>, Tensor<1>) {
     let device = model.device();
     let shape = [batch.rows, batch.width];
     let tokens = Tensor::<2, Int>::from_data(TensorData::new(batch.tokens.clone(), shape), &device);
     let targets =
         Tensor::<2, Int>::from_data(TensorData::new(batch.targets.clone(), shape), &device);
     let mask = Tensor::<2>::from_data(TensorData::new(batch.target_mask.clone(), shape), &device);
-    let logits = model.forward(tokens, Some(&batch.key_valid));
     let count = mask.clone().sum_dim(1).reshape([batch.rows]);
-    (sequence_logprob(logits, targets, mask), count)
+    let sums = match head {
+        HeadPath::Unfused => {
+            sequence_logprob(model.forward(tokens, Some(&batch.key_valid)), targets, mask)
+        }
+        HeadPath::Fused { chunk } => {
+            let ctx = AttentionContext::full_sequence(
+                model,
+                Some(&batch.key_valid),
+                batch.rows,
+                batch.width,
+                &device,
+            );
+            let hidden = model.hidden_states(tokens, &ctx, None);
+            fused_sequence_logprob(hidden, model.head_rows(), targets, mask, chunk)
+        }
+    };
+    (sums, count)
 }
 
 /// Pairs (r_i < r_j) whose scores are ordered the same way (p_i < p_j), and all such pairs:

@@ -8,8 +8,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rrhf::kernels::{
-    PairLoss, ranking_loss, ranking_loss_backward, reference, seq_logprob_with_lse,
-    sequence_logprob, sequence_logprob_backward,
+    PairLoss, fused_sequence_logprob, ranking_loss, ranking_loss_backward, reference,
+    seq_logprob_with_lse, sequence_logprob, sequence_logprob_backward,
 };
 
 /// Host-side inputs of the sequence log-prob kernel.
@@ -361,6 +361,76 @@ fn ranking_loss_gradient_matches_finite_differences() {
                 (numeric - analytic[i]).abs() < 1e-2,
                 "{dev:?} {kind:?}: d/dp[{i}] analytic {} numeric {numeric}",
                 analytic[i]
+            );
+        }
+    }
+}
+
+/// The fused head against the unfused path (burn-ops logits, the reference log-prob and burn's
+/// own autodiff): loss and both gradients, for chunk sizes that do and do not divide V, a chunk
+/// larger than V, and a fully masked sequence.
+#[test]
+fn fused_head_matches_unfused_head() {
+    let (s, t, d, v) = (3, 7, 16, 50);
+    let mut rng = StdRng::seed_from_u64(21);
+    let mut normal = |n: usize, scale: f32| -> Vec<f32> {
+        (0..n)
+            .map(|_| rng.random_range(-1.0..1.0) * scale)
+            .collect()
+    };
+    let hidden = normal(s * t * d, 1.0);
+    let weight = normal(v * d, 0.8);
+    let grad = normal(s, 1.0);
+    let mut rng = StdRng::seed_from_u64(22);
+    let targets: Vec<i64> = (0..s * t).map(|_| rng.random_range(0..v as i64)).collect();
+    let mut mask: Vec<f32> = (0..s * t)
+        .map(|_| f32::from(rng.random_bool(0.7)))
+        .collect();
+    mask[t..2 * t].fill(0.0);
+
+    for dev in common::test_devices() {
+        let device = dev.device.clone().autodiff();
+        let inputs = || {
+            (
+                Tensor::<3>::from_data(TensorData::new(hidden.clone(), [s, t, d]), &device)
+                    .require_grad(),
+                Tensor::<2>::from_data(TensorData::new(weight.clone(), [v, d]), &device)
+                    .require_grad(),
+                Tensor::<2, Int>::from_data(TensorData::new(targets.clone(), [s, t]), &device),
+                Tensor::<2>::from_data(TensorData::new(mask.clone(), [s, t]), &device),
+                Tensor::<1>::from_data(TensorData::new(grad.clone(), [s]), &device),
+            )
+        };
+        let (h, w, tg, m, g) = inputs();
+        let logits = h
+            .clone()
+            .reshape([s * t, d])
+            .matmul(w.clone().transpose())
+            .reshape([s, t, v]);
+        let want = reference::seq_logprob_forward(logits, tg, m).0;
+        let grads = (want.clone() * g).sum().backward();
+        let (want_dh, want_dw) = (host(h.grad(&grads).unwrap()), host(w.grad(&grads).unwrap()));
+        let want = host(want);
+
+        for chunk in [7, 16, 50, 64] {
+            let what = format!("chunk {chunk} on {dev:?}");
+            let (h, w, tg, m, g) = inputs();
+            let got = fused_sequence_logprob(h.clone(), w.clone(), tg, m, chunk);
+            let grads = (got.clone() * g).sum().backward();
+            assert_close(&format!("{what}: sums"), &host(got), &want, 1e-4, 1.0);
+            assert_close(
+                &format!("{what}: d hidden"),
+                &host(h.grad(&grads).unwrap()),
+                &want_dh,
+                1e-4,
+                1.0,
+            );
+            assert_close(
+                &format!("{what}: d weight"),
+                &host(w.grad(&grads).unwrap()),
+                &want_dw,
+                1e-4,
+                1.0,
             );
         }
     }

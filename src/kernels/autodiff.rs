@@ -40,6 +40,36 @@ impl<B: RrhfKernels> Backward<B, 1> for RankLossBackward {
     }
 }
 
+#[derive(Debug)]
+struct FusedHeadBackward;
+
+impl<B: RrhfKernels> Backward<B, 2> for FusedHeadBackward {
+    type State = (
+        FloatTensor<B>,
+        FloatTensor<B>,
+        IntTensor<B>,
+        FloatTensor<B>,
+        FloatTensor<B>,
+        usize,
+    );
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (hidden, weight, targets, mask, lse, chunk) = ops.state;
+        let grad = grads.consume::<B>(&ops.node);
+        // One pass over the vocabulary gives both gradients, so `binary`'s one closure per
+        // parent does not fit.
+        let (d_hidden, d_weight) =
+            B::fused_head_backward(hidden, weight, targets, mask, lse, grad, chunk);
+        let [hidden_node, weight_node] = ops.parents;
+        if let Some(node) = hidden_node {
+            grads.register::<B>(node.id, d_hidden);
+        }
+        if let Some(node) = weight_node {
+            grads.register::<B>(node.id, d_weight);
+        }
+    }
+}
+
 impl<B: RrhfKernels, C: CheckpointStrategy> RrhfKernels for Autodiff<B, C> {
     fn seq_logprob_forward(
         logits: FloatTensor<Self>,
@@ -112,5 +142,57 @@ impl<B: RrhfKernels, C: CheckpointStrategy> RrhfKernels for Autodiff<B, C> {
             grad.into_primitive(),
             kind,
         ))
+    }
+
+    fn fused_head_forward(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        mask: FloatTensor<Self>,
+        chunk: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let parents = [hidden.node(), weight.node()];
+        let hidden = hidden.into_primitive();
+        let weight = weight.into_primitive();
+        let mask = mask.into_primitive();
+        let (sum, lse) = B::fused_head_forward(
+            hidden.clone(),
+            weight.clone(),
+            targets.clone(),
+            mask.clone(),
+            chunk,
+        );
+        let sum = match FusedHeadBackward
+            .prepare::<C>(parents)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                prep.finish((hidden, weight, targets, mask, lse.clone(), chunk), sum)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(sum),
+        };
+        (sum, Self::from_inner(lse))
+    }
+
+    fn fused_head_backward(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        mask: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        chunk: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (d_hidden, d_weight) = B::fused_head_backward(
+            hidden.into_primitive(),
+            weight.into_primitive(),
+            targets,
+            mask.into_primitive(),
+            lse.into_primitive(),
+            grad.into_primitive(),
+            chunk,
+        );
+        (Self::from_inner(d_hidden), Self::from_inner(d_weight))
     }
 }

@@ -13,6 +13,7 @@
 //! backward passes to either.
 
 mod autodiff;
+pub mod fused_head;
 pub mod reference;
 mod wgsl;
 
@@ -78,6 +79,28 @@ pub trait RrhfKernels: burn::backend::Backend {
         grad: FloatTensor<Self>,
         kind: PairLoss,
     ) -> FloatTensor<Self>;
+
+    /// The fused head (`fused_head.rs`): `(sum [S], lse [S·T])` from the hidden states
+    /// `[S, T, d]` and the head weight `[V, d]`, `chunk` vocabulary rows at a time.
+    fn fused_head_forward(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        mask: FloatTensor<Self>,
+        chunk: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// `(d hidden [S, T, d], d weight [V, d])` from the gradient of the sums `[S]`.
+    #[allow(clippy::too_many_arguments)]
+    fn fused_head_backward(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        mask: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        chunk: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
 /// Summed log-prob of the masked targets of each sequence `[S]`; differentiable in `logits`.
@@ -116,6 +139,26 @@ pub fn sequence_logprob_backward(
     ))
 }
 
+/// [`sequence_logprob`] of the logits `hidden · weightᵀ` without materialising them: `hidden`
+/// `[S, T, d]` are the final hidden states, `weight` `[V, d]` the head (the tied embedding, or the
+/// transposed `lm_head`); differentiable in both. `chunk` vocabulary rows are live at a time.
+pub fn fused_sequence_logprob(
+    hidden: Tensor<3>,
+    weight: Tensor<2>,
+    targets: Tensor<2, Int>,
+    mask: Tensor<2>,
+    chunk: usize,
+) -> Tensor<1> {
+    let (sum, _lse) = <Dispatch as RrhfKernels>::fused_head_forward(
+        hidden.into_dispatch(),
+        weight.into_dispatch(),
+        targets.into_dispatch(),
+        mask.into_dispatch(),
+        chunk,
+    );
+    Tensor::from_dispatch(sum)
+}
+
 /// The ranking loss per query `[Q]`: `kind` summed over the pairs with r_i < r_j; differentiable
 /// in `p`. `valid` is 1 for real response slots and 0 for the padding of queries with fewer
 /// responses.
@@ -150,8 +193,8 @@ pub fn ranking_loss_backward(
     ))
 }
 
-/// The CPU backend runs the reference: wrap its primitives as tensors, call the burn-ops
-/// functions, unwrap the results.
+/// The CPU backend runs the reference (and the fused head, burn ops everywhere): wrap its
+/// primitives as tensors, call the burn-ops functions, unwrap the results.
 impl RrhfKernels for Flex {
     fn seq_logprob_forward(
         logits: FloatTensor<Self>,
@@ -210,6 +253,44 @@ impl RrhfKernels for Flex {
             Tensor::from_primitive::<Flex>(grad),
             kind,
         ))
+    }
+
+    fn fused_head_forward(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        mask: FloatTensor<Self>,
+        chunk: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (sum, lse) = fused_head::forward(
+            Tensor::from_primitive::<Flex>(hidden),
+            Tensor::from_primitive::<Flex>(weight),
+            Tensor::from_primitive::<Flex>(targets),
+            Tensor::from_primitive::<Flex>(mask),
+            chunk,
+        );
+        (flex(sum), flex(lse))
+    }
+
+    fn fused_head_backward(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        mask: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        chunk: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (d_hidden, d_weight) = fused_head::backward(
+            Tensor::from_primitive::<Flex>(hidden),
+            Tensor::from_primitive::<Flex>(weight),
+            Tensor::from_primitive::<Flex>(targets),
+            Tensor::from_primitive::<Flex>(mask),
+            Tensor::from_primitive::<Flex>(lse),
+            Tensor::from_primitive::<Flex>(grad),
+            chunk,
+        );
+        (flex(d_hidden), flex(d_weight))
     }
 }
 

@@ -10,11 +10,11 @@ use burn::backend::wgpu::{
     CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
     kernel_source,
 };
-use burn::tensor::{DType, IntDType};
+use burn::tensor::{DType, IntDType, Tensor};
 use cubecl::{CubeCount, CubeDim, prelude::KernelId, server::KernelArguments};
 use derive_new::new;
 
-use super::{PairLoss, RrhfKernels};
+use super::{PairLoss, RrhfKernels, fused_head};
 
 kernel_source!(
     SeqLogprobForwardWgsl,
@@ -239,4 +239,49 @@ impl RrhfKernels for CubeBackend {
         );
         out
     }
+
+    // The fused head is burn ops on this backend too: its matmuls are cubecl's tuned ones, and
+    // the chunking is what saves the memory.
+    fn fused_head_forward(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        mask: FloatTensor<Self>,
+        chunk: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (sum, lse) = fused_head::forward(
+            Tensor::from_primitive::<CubeBackend>(hidden),
+            Tensor::from_primitive::<CubeBackend>(weight),
+            Tensor::from_primitive::<CubeBackend>(targets),
+            Tensor::from_primitive::<CubeBackend>(mask),
+            chunk,
+        );
+        (cube(sum), cube(lse))
+    }
+
+    fn fused_head_backward(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        mask: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        chunk: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (d_hidden, d_weight) = fused_head::backward(
+            Tensor::from_primitive::<CubeBackend>(hidden),
+            Tensor::from_primitive::<CubeBackend>(weight),
+            Tensor::from_primitive::<CubeBackend>(targets),
+            Tensor::from_primitive::<CubeBackend>(mask),
+            Tensor::from_primitive::<CubeBackend>(lse),
+            Tensor::from_primitive::<CubeBackend>(grad),
+            chunk,
+        );
+        (cube(d_hidden), cube(d_weight))
+    }
+}
+
+fn cube<const D: usize>(t: Tensor<D>) -> FloatTensor<CubeBackend> {
+    t.try_into_primitive::<CubeBackend>()
+        .expect("burn ops keep tensors on the wgpu backend")
 }

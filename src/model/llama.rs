@@ -266,11 +266,12 @@ impl Llama {
         self.logits(self.hidden_states(tokens, &ctx, None))
     }
 
-    /// The weight of the head as `[d, V]`, whether tied or not.
-    pub fn head_weight(&self) -> Tensor<2> {
+    /// The head's weight as one row per vocabulary entry, `[V, d]`, whether tied or not (the
+    /// fused head's operand).
+    pub fn head_rows(&self) -> Tensor<2> {
         match &self.lm_head {
-            Some(head) => head.weight.val(),
-            None => self.embed_tokens.weight.val().transpose(),
+            Some(head) => head.weight.val().transpose(),
+            None => self.embed_tokens.weight.val(),
         }
     }
 }

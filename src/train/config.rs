@@ -1,4 +1,5 @@
-//! `rrhf train`'s TOML configuration: `[model]`, `[data]`, `[loss]`, `[train]`, `[output]`.
+//! `rrhf train`'s TOML configuration: `[model]`, `[data]`, `[loss]`, `[train]`, `[output]`, and the optional
+//! `[online]` (online RRHF) and `[reward_model]` (`rrhf train-rm`).
 //!
 //! Unknown keys are errors (a misspelt key silently falling back to a default is how runs go
 //! wrong). `--set section.key=value` overrides a key after the file is read; the value is TOML
@@ -238,6 +239,12 @@ impl TrainConfig {
             return bad(
                 "train.epochs",
                 "must be at least 1 (or set train.max_steps)",
+            );
+        }
+        if self.loss.fused_head && self.loss.head_chunk == 0 {
+            return bad(
+                "loss.head_chunk",
+                "must be at least 1 (vocabulary rows per chunk)",
             );
         }
         if self.output.log_every == 0 {

@@ -18,7 +18,7 @@ use crate::data::{
     QueryLine, RankedExample, ScoredBatch, TokenizeOptions, TokenizedExample, read_ranked_jsonl,
     tokenize_examples,
 };
-use crate::loss::sequence_logprobs;
+use crate::loss::{HeadPath, sequence_logprobs};
 use crate::model::Llama;
 use crate::rewards::{Reward, RewardOptions, mean_std, parse_reward, score_responses};
 use crate::sampling::sample_responses;
@@ -213,7 +213,7 @@ impl OnlineSampler {
                 .collect();
             let batch = ScoredBatch::pack(&pairs);
             let read = |m: &Llama| -> Result<Vec<f32>> {
-                sequence_logprobs(m, &batch)
+                sequence_logprobs(m, &batch, HeadPath::default())
                     .0
                     .try_into_vec_as()
                     .map_err(|e| anyhow::anyhow!("{e:?}"))
