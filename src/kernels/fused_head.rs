@@ -7,6 +7,8 @@
 //! backward recomputes each chunk's logits from the saved logsumexp (one more head matmul than
 //! the unfused path, the price of not keeping the logits).
 
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{Backend, DispatchKindConversion, DispatchTensor};
 use burn::tensor::{IndexingUpdateOp, Int, Tensor};
 
 /// `(sum [S], lse [S·T])`: the summed masked target log-probs and every row's logsumexp (padding
@@ -78,15 +80,66 @@ pub fn backward(
     (d_h.reshape([s, t, d]), d_w)
 }
 
-/// `[N, end - start]`: the logits of vocabulary rows `start..end`. Computed as W_c·hᵀ and
-/// transposed: burn's CPU backends multiply by a transposed `[V, d]` operand far more slowly.
+/// [`forward`] on one backend's primitives: what the CPU and wgpu backend-extension impls run.
+pub fn forward_on<B: Backend>(
+    hidden: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    targets: IntTensor<B>,
+    mask: FloatTensor<B>,
+    chunk: usize,
+) -> (FloatTensor<B>, FloatTensor<B>)
+where
+    DispatchTensor: DispatchKindConversion<B>,
+{
+    let (sum, lse) = forward(
+        Tensor::from_primitive::<B>(hidden),
+        Tensor::from_primitive::<B>(weight),
+        Tensor::from_primitive::<B>(targets),
+        Tensor::from_primitive::<B>(mask),
+        chunk,
+    );
+    (primitive::<B, 1>(sum), primitive::<B, 1>(lse))
+}
+
+/// [`backward`] on one backend's primitives.
+pub fn backward_on<B: Backend>(
+    hidden: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    targets: IntTensor<B>,
+    mask: FloatTensor<B>,
+    lse: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    chunk: usize,
+) -> (FloatTensor<B>, FloatTensor<B>)
+where
+    DispatchTensor: DispatchKindConversion<B>,
+{
+    let (d_hidden, d_weight) = backward(
+        Tensor::from_primitive::<B>(hidden),
+        Tensor::from_primitive::<B>(weight),
+        Tensor::from_primitive::<B>(targets),
+        Tensor::from_primitive::<B>(mask),
+        Tensor::from_primitive::<B>(lse),
+        Tensor::from_primitive::<B>(grad),
+        chunk,
+    );
+    (primitive::<B, 3>(d_hidden), primitive::<B, 2>(d_weight))
+}
+
+fn primitive<B: Backend, const D: usize>(t: Tensor<D>) -> FloatTensor<B>
+where
+    DispatchTensor: DispatchKindConversion<B>,
+{
+    t.try_into_primitive::<B>()
+        .expect("burn ops keep tensors on the backend of their inputs")
+}
+
+/// `[N, end - start]`: the logits of vocabulary rows `start..end`, laid out row-major so that the
+/// elementwise work on them runs over contiguous memory.
 fn chunk_logits(h: &Tensor<2>, weight: &Tensor<2>, start: usize, end: usize) -> Tensor<2> {
     let d = weight.dims()[1];
-    weight
-        .clone()
-        .slice([start..end, 0..d])
-        .matmul(h.clone().transpose())
-        .transpose()
+    h.clone()
+        .matmul(weight.clone().slice([start..end, 0..d]).transpose())
 }
 
 fn chunks(v: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {

@@ -262,14 +262,7 @@ impl RrhfKernels for Flex {
         mask: FloatTensor<Self>,
         chunk: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (sum, lse) = fused_head::forward(
-            Tensor::from_primitive::<Flex>(hidden),
-            Tensor::from_primitive::<Flex>(weight),
-            Tensor::from_primitive::<Flex>(targets),
-            Tensor::from_primitive::<Flex>(mask),
-            chunk,
-        );
-        (flex(sum), flex(lse))
+        fused_head::forward_on::<Self>(hidden, weight, targets, mask, chunk)
     }
 
     fn fused_head_backward(
@@ -281,16 +274,7 @@ impl RrhfKernels for Flex {
         grad: FloatTensor<Self>,
         chunk: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (d_hidden, d_weight) = fused_head::backward(
-            Tensor::from_primitive::<Flex>(hidden),
-            Tensor::from_primitive::<Flex>(weight),
-            Tensor::from_primitive::<Flex>(targets),
-            Tensor::from_primitive::<Flex>(mask),
-            Tensor::from_primitive::<Flex>(lse),
-            Tensor::from_primitive::<Flex>(grad),
-            chunk,
-        );
-        (flex(d_hidden), flex(d_weight))
+        fused_head::backward_on::<Self>(hidden, weight, targets, mask, lse, grad, chunk)
     }
 }
 

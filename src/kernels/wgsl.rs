@@ -10,7 +10,7 @@ use burn::backend::wgpu::{
     CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
     kernel_source,
 };
-use burn::tensor::{DType, IntDType, Tensor};
+use burn::tensor::{DType, IntDType};
 use cubecl::{CubeCount, CubeDim, prelude::KernelId, server::KernelArguments};
 use derive_new::new;
 
@@ -249,14 +249,7 @@ impl RrhfKernels for CubeBackend {
         mask: FloatTensor<Self>,
         chunk: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (sum, lse) = fused_head::forward(
-            Tensor::from_primitive::<CubeBackend>(hidden),
-            Tensor::from_primitive::<CubeBackend>(weight),
-            Tensor::from_primitive::<CubeBackend>(targets),
-            Tensor::from_primitive::<CubeBackend>(mask),
-            chunk,
-        );
-        (cube(sum), cube(lse))
+        fused_head::forward_on::<Self>(hidden, weight, targets, mask, chunk)
     }
 
     fn fused_head_backward(
@@ -268,20 +261,6 @@ impl RrhfKernels for CubeBackend {
         grad: FloatTensor<Self>,
         chunk: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (d_hidden, d_weight) = fused_head::backward(
-            Tensor::from_primitive::<CubeBackend>(hidden),
-            Tensor::from_primitive::<CubeBackend>(weight),
-            Tensor::from_primitive::<CubeBackend>(targets),
-            Tensor::from_primitive::<CubeBackend>(mask),
-            Tensor::from_primitive::<CubeBackend>(lse),
-            Tensor::from_primitive::<CubeBackend>(grad),
-            chunk,
-        );
-        (cube(d_hidden), cube(d_weight))
+        fused_head::backward_on::<Self>(hidden, weight, targets, mask, lse, grad, chunk)
     }
-}
-
-fn cube<const D: usize>(t: Tensor<D>) -> FloatTensor<CubeBackend> {
-    t.try_into_primitive::<CubeBackend>()
-        .expect("burn ops keep tensors on the wgpu backend")
 }
