@@ -406,3 +406,48 @@ fn online_rounds_sample_score_and_resume_exactly() {
     };
     assert_eq!(strip(metrics(&parted)), strip(metrics(&whole)));
 }
+
+/// `train.gradient_checkpointing` recomputes activations in the backward pass: the steps it takes
+/// are the same as without it.
+#[test]
+fn gradient_checkpointing_takes_the_same_steps() {
+    for device in devices() {
+        let run = |checkpointing: bool| {
+            let out = scratch(&format!("train-ckpt-{device}-{checkpointing}"));
+            let config = config(
+                &out,
+                &device,
+                &[
+                    "train.max_steps=3",
+                    &format!("train.gradient_checkpointing={checkpointing}"),
+                ],
+            );
+            train(
+                &config,
+                &RunOptions {
+                    resume: None,
+                    stop_after: None,
+                },
+            )
+            .unwrap();
+            metrics(&out)
+                .into_iter()
+                .filter(|v| v.get("loss").is_some())
+                .map(|v| {
+                    (
+                        v["loss"].as_f64().unwrap(),
+                        v["grad_norm"].as_f64().unwrap(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let (plain, recomputed) = (run(false), run(true));
+        assert_eq!(plain.len(), 3);
+        for (a, b) in plain.iter().zip(&recomputed) {
+            assert!(
+                (a.0 - b.0).abs() <= 1e-5 * a.0.abs() && (a.1 - b.1).abs() <= 1e-5 * a.1.abs(),
+                "{device}: (loss, grad norm) {a:?} without checkpointing, {b:?} with"
+            );
+        }
+    }
+}

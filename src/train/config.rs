@@ -141,6 +141,10 @@ pub struct TrainSection {
     pub max_grad_norm: f64,
     pub seed: u64,
     pub device: DeviceChoice,
+    /// Recompute cheap (memory-bound) activations in the backward pass instead of keeping them:
+    /// burn's balanced gradient checkpointing, which keeps the outputs of compute-bound ops
+    /// (matmuls, the kernels) and recomputes the elementwise ones around them.
+    pub gradient_checkpointing: bool,
 }
 
 impl Default for TrainSection {
@@ -161,6 +165,7 @@ impl Default for TrainSection {
             max_grad_norm: 1.0,
             seed: 42,
             device: DeviceChoice::Auto,
+            gradient_checkpointing: false,
         }
     }
 }

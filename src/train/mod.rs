@@ -69,7 +69,10 @@ pub struct RunOptions {
 pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary> {
     let selected = select(&config.train.device)?;
     eprintln!("device: {}", selected.description);
-    let device = selected.device.clone().autodiff();
+    let device = match config.train.gradient_checkpointing {
+        true => selected.device.clone().autodiff().gradient_checkpointing(),
+        false => selected.device.clone().autodiff(),
+    };
     let model_dir = options.resume.as_deref().unwrap_or(&config.model.path);
     let mut model = match &config.reward_model {
         None => load_model(model_dir, &device)?,
