@@ -93,7 +93,7 @@ struct RewardArgs {
     #[arg(long)]
     reward: String,
     /// Seconds an external scorer may take per batch.
-    #[arg(long, default_value_t = 120.0)]
+    #[arg(long, default_value_t = crate::rewards::DEFAULT_TIMEOUT_SECS)]
     reward_timeout: f64,
     /// Where a reward model runs: auto | gpu | gpu:N | wgpu-cpu | cpu.
     #[arg(long, default_value = "auto")]

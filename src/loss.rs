@@ -104,7 +104,7 @@ pub struct RrhfLoss {
 
 pub fn rrhf_loss(model: &Llama, batch: &RankBatch, config: &LossConfig) -> RrhfLoss {
     let device = model.device();
-    let (q, k) = (batch.queries, batch.slots);
+    let q = batch.queries;
     let logprob_sums = sequence_logprobs(model, &batch.sequences, config.head_path()).0;
 
     let lengths: Vec<f32> = batch
@@ -114,12 +114,7 @@ pub fn rrhf_loss(model: &Llama, batch: &RankBatch, config: &LossConfig) -> RrhfL
         .collect();
     let p = logprob_sums.clone() / host_vector(lengths, &device);
     let scores = scores_by_slot(p, batch, &device);
-    let rank = ranking_loss(
-        scores.clone(),
-        host_matrix(batch.rewards.clone(), [q, k], &device),
-        host_matrix(batch.valid.clone(), [q, k], &device),
-        PairLoss::Hinge,
-    );
+    let rank = batch_ranking_loss(scores.clone(), batch, PairLoss::Hinge, &device);
 
     let best: Vec<i64> = batch.best_rows.iter().map(|&r| r as i64).collect();
     let best_logprob = logprob_sums.select(
@@ -150,25 +145,31 @@ pub fn rrhf_loss(model: &Llama, batch: &RankBatch, config: &LossConfig) -> RrhfL
 /// pairs with r_i < r_j of each query, on the model's scalar scores of query + response.
 pub fn reward_model_loss(model: &Llama, batch: &RankBatch, kind: PairLoss) -> RrhfLoss {
     let device = model.device();
-    let (q, k) = (batch.queries, batch.slots);
-    let seqs = &batch.sequences;
-    let tokens = Tensor::<2, Int>::from_data(
-        TensorData::new(seqs.tokens.clone(), [seqs.rows, seqs.width]),
-        &device,
-    );
-    let scores = scores_by_slot(model.rewards(tokens, &seqs.key_valid), batch, &device);
-    let rank = ranking_loss(
-        scores.clone(),
-        host_matrix(batch.rewards.clone(), [q, k], &device),
-        host_matrix(batch.valid.clone(), [q, k], &device),
-        kind,
-    );
+    let q = batch.queries;
+    let scores = scores_by_slot(sequence_rewards(model, &batch.sequences), batch, &device);
+    let rank = batch_ranking_loss(scores.clone(), batch, kind, &device);
     RrhfLoss {
         total: rank.clone(),
         rank,
         ft: Tensor::zeros([q], &device),
         scores,
     }
+}
+
+/// The ranking loss per query `[Q]` of slot scores `[Q, K]` under the batch's rewards.
+fn batch_ranking_loss(
+    scores: Tensor<2>,
+    batch: &RankBatch,
+    kind: PairLoss,
+    device: &burn::tensor::Device,
+) -> Tensor<1> {
+    let shape = [batch.queries, batch.slots];
+    ranking_loss(
+        scores,
+        host_matrix(batch.rewards.clone(), shape, device),
+        host_matrix(batch.valid.clone(), shape, device),
+        kind,
+    )
 }
 
 /// Lays the per-sequence scores `[S]` out as `[Q, K]`, with 0 in padded slots.
@@ -196,7 +197,7 @@ pub fn sequence_logprobs(
 ) -> (Tensor<1>, Tensor<1>) {
     let device = model.device();
     let shape = [batch.rows, batch.width];
-    let tokens = Tensor::<2, Int>::from_data(TensorData::new(batch.tokens.clone(), shape), &device);
+    let tokens = input_tokens(batch, &device);
     let targets =
         Tensor::<2, Int>::from_data(TensorData::new(batch.targets.clone(), shape), &device);
     let mask = Tensor::<2>::from_data(TensorData::new(batch.target_mask.clone(), shape), &device);
@@ -218,6 +219,19 @@ pub fn sequence_logprobs(
         }
     };
     (sums, count)
+}
+
+/// A reward model's score of each sequence of `batch` `[rows]`, read at its last input token.
+pub fn sequence_rewards(model: &Llama, batch: &ScoredBatch) -> Tensor<1> {
+    model.rewards(input_tokens(batch, &model.device()), &batch.key_valid)
+}
+
+/// The model inputs of `batch` as a `[rows, width]` tensor.
+fn input_tokens(batch: &ScoredBatch, device: &burn::tensor::Device) -> Tensor<2, Int> {
+    Tensor::from_data(
+        TensorData::new(batch.tokens.clone(), [batch.rows, batch.width]),
+        device,
+    )
 }
 
 /// Pairs (r_i < r_j) whose scores are ordered the same way (p_i < p_j), and all such pairs:

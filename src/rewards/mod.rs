@@ -27,6 +27,9 @@ pub trait Reward {
     fn score(&mut self, items: &[Scoring<'_>]) -> Result<Vec<f64>>;
 }
 
+/// How long an external scorer may take for one batch unless told otherwise.
+pub const DEFAULT_TIMEOUT_SECS: f64 = 120.0;
+
 #[derive(Debug, Clone)]
 pub struct RewardOptions {
     /// How long an external scorer may take for one batch before it is stopped.
@@ -38,7 +41,7 @@ pub struct RewardOptions {
 impl Default for RewardOptions {
     fn default() -> Self {
         Self {
-            timeout_secs: 120.0,
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
             device: crate::device::cpu_device().device,
         }
     }

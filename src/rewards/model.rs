@@ -5,11 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::Device;
 
 use super::{Reward, Scoring};
 use crate::checkpoint::load_reward_model;
 use crate::data::{RankedExample, ScoredBatch, TokenizeOptions, tokenize_example};
+use crate::loss::sequence_rewards;
 use crate::model::Llama;
 use crate::tokenizer::{TemplateMode, Tokenizer};
 
@@ -64,17 +65,9 @@ impl Reward for ModelReward {
             .map(|it| self.tokens(it))
             .collect::<Result<Vec<_>>>()
             .with_context(|| format!("reward model {}", self.dir.display()))?;
-        let device = self.model.device();
         let mut scores = Vec::with_capacity(items.len());
         for chunk in pairs.chunks(BATCH) {
-            let batch = ScoredBatch::pack(chunk);
-            let tokens = Tensor::<2, Int>::from_data(
-                TensorData::new(batch.tokens, [batch.rows, batch.width]),
-                &device,
-            );
-            let rewards: Vec<f32> = self
-                .model
-                .rewards(tokens, &batch.key_valid)
+            let rewards: Vec<f32> = sequence_rewards(&self.model, &ScoredBatch::pack(chunk))
                 .try_into_vec_as()
                 .expect("rewards read back");
             scores.extend(rewards.into_iter().map(f64::from));

@@ -80,7 +80,7 @@ pub struct OnlineSection {
 }
 
 fn default_reward_timeout() -> f64 {
-    120.0
+    crate::rewards::DEFAULT_TIMEOUT_SECS
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
