@@ -1,12 +1,14 @@
 //! The `rrhf` command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Result, ensure};
+use anyhow::{Result, bail, ensure};
 use clap::{Args, Parser, Subcommand};
 
-use crate::checkpoint::{self, SaveDtype, convert::convert_gguf, write_file_atomically};
+use crate::checkpoint::{
+    self, SaveDtype, convert::convert_gguf, peft, save_model, write_file_atomically,
+};
 use crate::data::{ScoredBatch, read_query_lines};
 use crate::device::{self, DeviceChoice, SelectedDevice};
 use crate::eval::{EvalSettings, ModelEval, evaluate_model, win_rate};
@@ -40,6 +42,21 @@ enum Command {
     Convert {
         #[arg(long)]
         gguf: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Dtype of the written weights.
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: SaveDtype,
+    },
+    /// Fold LoRA adapters (a PEFT directory, e.g. a LoRA run's `final`) into their base model and
+    /// save the full model.
+    Merge {
+        /// The adapter directory (adapter_config.json, adapter_model.safetensors).
+        #[arg(long)]
+        adapter: PathBuf,
+        /// The base model directory; by default the adapter's `base_model_name_or_path`.
+        #[arg(long)]
+        base: Option<PathBuf>,
         #[arg(long)]
         out: PathBuf,
         /// Dtype of the written weights.
@@ -219,6 +236,12 @@ pub fn run() -> Result<()> {
             );
             Ok(())
         }
+        Command::Merge {
+            adapter,
+            base,
+            out,
+            dtype,
+        } => merge_cmd(&adapter, base.as_deref(), &out, dtype),
         Command::Generate(args) => generate_cmd(args),
         Command::Logprob(args) => logprob_cmd(args),
         Command::Sample(args) => sample_cmd(args),
@@ -331,6 +354,39 @@ fn logprob_cmd(args: LogprobArgs) -> Result<()> {
     ensure!(count > 0, "the response has no tokens");
     let line = serde_json::json!({"sum": sum, "tokens": count, "mean": sum / count as f64});
     println!("{line}");
+    Ok(())
+}
+
+fn merge_cmd(adapter: &Path, base: Option<&Path>, out: &Path, dtype: SaveDtype) -> Result<()> {
+    if !adapter.join(peft::ADAPTER_CONFIG).exists() {
+        bail!(
+            "{}: no {} (not a LoRA adapter directory)",
+            adapter.display(),
+            peft::ADAPTER_CONFIG
+        );
+    }
+    let device = device::cpu_device().device;
+    let model = peft::load_adapter_model(adapter, base, &device)?;
+    let base_dir = model
+        .adapter
+        .as_ref()
+        .expect("adapters loaded")
+        .base
+        .clone();
+    let merged = model.merge_lora();
+    // The adapter directory's tokenizer files when it has them (a run may have changed none,
+    // but they are the ones trained with), else the base model's.
+    let tokenizer_from = match adapter.join("tokenizer.json").exists() {
+        true => adapter,
+        false => &base_dir,
+    };
+    save_model(&merged, Some(tokenizer_from), out, dtype)?;
+    eprintln!(
+        "wrote {} (adapters of {} merged into {})",
+        out.display(),
+        adapter.display(),
+        base_dir.display()
+    );
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 
 pub mod convert;
 pub mod gguf;
+pub mod peft;
 pub mod safetensors_dir;
 
 use std::path::{Path, PathBuf};
@@ -35,7 +36,12 @@ pub fn load_config(dir: &Path) -> Result<LlamaConfig> {
 }
 
 /// Loads a causal language model (`LlamaForCausalLM`) onto `device`, casting weights to f32.
+///
+/// A directory of LoRA adapters (PEFT layout) loads as its base model with the adapters attached.
 pub fn load_model(dir: &Path, device: &Device) -> Result<Llama> {
+    if peft::is_adapter_dir(dir) {
+        return peft::load_adapter_model(dir, None, device);
+    }
     if load_config(dir)?.head == ModelHead::Score {
         bail!(
             "{} is a reward model (LlamaForSequenceClassification): it scores text but has no \
@@ -48,6 +54,12 @@ pub fn load_model(dir: &Path, device: &Device) -> Result<Llama> {
 
 /// Loads a reward model (`LlamaForSequenceClassification`, one label) onto `device`.
 pub fn load_reward_model(dir: &Path, device: &Device) -> Result<Llama> {
+    if peft::is_adapter_dir(dir) {
+        bail!(
+            "{} holds LoRA adapters of a causal language model, not a reward model",
+            dir.display()
+        );
+    }
     if load_config(dir)?.head != ModelHead::Score {
         bail!(
             "{} is a causal language model, not a reward model (LlamaForSequenceClassification); \
@@ -99,13 +111,17 @@ pub fn save_model(
     })
 }
 
-/// Writes the files of a Hugging Face directory into the existing directory `dir`.
+/// Writes the files of a Hugging Face directory into the existing directory `dir`; a model with
+/// LoRA adapters writes only the adapters (PEFT layout), which name their base model.
 pub fn write_model_files(
     model: &Llama,
     tokenizer_from: Option<&Path>,
     dir: &Path,
     dtype: SaveDtype,
 ) -> Result<()> {
+    if model.adapter.is_some() {
+        return peft::write_adapter_files(model, tokenizer_from, dir);
+    }
     let config = model.config.to_json(dtype.torch_name());
     std::fs::write(
         dir.join("config.json"),

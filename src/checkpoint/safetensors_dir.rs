@@ -90,6 +90,15 @@ impl SafetensorsFiles {
         } else {
             bail!("{}: no {SINGLE_FILE} or {INDEX_FILE}", dir.display());
         };
+        Self::open_files(files)
+    }
+
+    /// One safetensors file by its path (an adapter's `adapter_model.safetensors`).
+    pub fn open_file(path: &Path) -> Result<Self> {
+        Self::open_files(vec![path.to_path_buf()])
+    }
+
+    fn open_files(files: Vec<PathBuf>) -> Result<Self> {
         let mut shards = Vec::new();
         let mut location = HashMap::new();
         for path in files {
@@ -226,7 +235,6 @@ pub fn write_weights(
         shards.last_mut().unwrap().push(i);
         current += bytes;
     }
-    let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
     let n = shards.len();
     let mut weight_map = BTreeMap::new();
     let mut total = 0usize;
@@ -236,33 +244,10 @@ pub fn write_weights(
         } else {
             format!("model-{:05}-of-{n:05}.safetensors", s + 1)
         };
-        let encoded: Vec<(String, Vec<u8>, &HostTensor)> = members
-            .iter()
-            .map(|&i| {
-                (
-                    tensors[i].0.clone(),
-                    dtype.encode(&tensors[i].1.data),
-                    &tensors[i].1,
-                )
-            })
-            .collect();
-        let views = encoded
-            .iter()
-            .map(|(name, bytes, t)| {
-                let view = safetensors::tensor::TensorView::new(
-                    dtype.safetensors_dtype(),
-                    t.shape.clone(),
-                    bytes,
-                )?;
-                Ok((name.clone(), view))
-            })
-            .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
-        let path = dir.join(&file);
-        safetensors::serialize_to_file(views, metadata.clone(), &path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        for (name, bytes, _) in &encoded {
+        let members: Vec<&(String, HostTensor)> = members.iter().map(|&i| &tensors[i]).collect();
+        total += write_file(&dir.join(&file), &members, dtype)?;
+        for (name, _) in members {
             weight_map.insert(name.clone(), file.clone());
-            total += bytes.len();
         }
     }
     if n > 1 {
@@ -270,4 +255,31 @@ pub fn write_weights(
         std::fs::write(dir.join(INDEX_FILE), serde_json::to_string_pretty(&index)?)?;
     }
     Ok(())
+}
+
+/// Writes `tensors` into one safetensors file at `path`; returns the bytes of tensor data.
+pub fn write_file(
+    path: &Path,
+    tensors: &[&(String, HostTensor)],
+    dtype: SaveDtype,
+) -> Result<usize> {
+    let encoded: Vec<(&str, Vec<u8>, &HostTensor)> = tensors
+        .iter()
+        .map(|(name, t)| (name.as_str(), dtype.encode(&t.data), t))
+        .collect();
+    let views = encoded
+        .iter()
+        .map(|(name, bytes, t)| {
+            let view = safetensors::tensor::TensorView::new(
+                dtype.safetensors_dtype(),
+                t.shape.clone(),
+                bytes,
+            )?;
+            Ok((name.to_string(), view))
+        })
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+    let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
+    safetensors::serialize_to_file(views, metadata, path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(encoded.iter().map(|(_, bytes, _)| bytes.len()).sum())
 }

@@ -11,6 +11,7 @@ use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::config::LlamaConfig;
+use super::lora::{AdapterInfo, Projection};
 use super::rope::{Rope, RopeTables};
 
 /// Added to attention scores that must not be attended to. Finite, so a row with every key
@@ -19,10 +20,10 @@ const MASKED: f32 = -1.0e30;
 
 #[derive(Module, Debug)]
 pub struct Attention {
-    pub q_proj: Linear,
-    pub k_proj: Linear,
-    pub v_proj: Linear,
-    pub o_proj: Linear,
+    pub q_proj: Projection,
+    pub k_proj: Projection,
+    pub v_proj: Projection,
+    pub o_proj: Projection,
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
@@ -30,9 +31,9 @@ pub struct Attention {
 
 #[derive(Module, Debug)]
 pub struct Mlp {
-    pub gate_proj: Linear,
-    pub up_proj: Linear,
-    pub down_proj: Linear,
+    pub gate_proj: Projection,
+    pub up_proj: Projection,
+    pub down_proj: Projection,
 }
 
 #[derive(Module, Debug)]
@@ -56,6 +57,9 @@ pub struct Llama {
     pub config: LlamaConfig,
     #[module(skip)]
     pub rope: Rope,
+    /// Set when LoRA adapters sit beside the projections (`lora.rs`).
+    #[module(skip)]
+    pub adapter: Option<AdapterInfo>,
 }
 
 /// Everything attention needs besides the hidden states: rotary tables for the new tokens and

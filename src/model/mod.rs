@@ -2,12 +2,14 @@
 
 mod config;
 mod llama;
+mod lora;
 mod reward;
 mod rope;
 mod weights;
 
 pub use config::{LlamaConfig, ModelHead, RopeScaling};
 pub use llama::{Attention, AttentionContext, DecoderLayer, KvCache, Llama, Mlp};
+pub use lora::{AdapterInfo, LORA_TARGETS, Lora, LoraConfig, Projection};
 pub use rope::{Rope, RopeTables};
 pub use weights::{HostTensor, WeightSource, checkpoint_tensors};
 

@@ -10,6 +10,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use super::config::{LlamaConfig, ModelHead};
 use super::llama::{Attention, DecoderLayer, Llama, Mlp};
+use super::lora::Projection;
 use super::rope::Rope;
 
 /// A tensor on the host in f32, with its checkpoint shape (row-major).
@@ -112,6 +113,11 @@ impl Loader<'_, '_> {
         Param::from_data(TensorData::new(t.data, shape), &self.device)
     }
 
+    /// A projection of the decoder, without adapters.
+    fn projection(&mut self, name: &str, out: usize, inp: usize, bias: bool) -> Result<Projection> {
+        Ok(self.linear(name, out, inp, bias)?.into())
+    }
+
     /// A checkpoint `[out, in]` weight (and optional bias) as a burn `[in, out]` linear.
     fn linear(&mut self, name: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
         let w = self
@@ -172,10 +178,10 @@ impl Llama {
             layers.push(DecoderLayer {
                 input_layernorm: l.norm(&format!("{p}.input_layernorm.weight"), d, eps)?,
                 self_attn: Attention {
-                    q_proj: l.linear(&format!("{p}.self_attn.q_proj"), h * hd, d, ab)?,
-                    k_proj: l.linear(&format!("{p}.self_attn.k_proj"), kv * hd, d, ab)?,
-                    v_proj: l.linear(&format!("{p}.self_attn.v_proj"), kv * hd, d, ab)?,
-                    o_proj: l.linear(&format!("{p}.self_attn.o_proj"), d, h * hd, ab)?,
+                    q_proj: l.projection(&format!("{p}.self_attn.q_proj"), h * hd, d, ab)?,
+                    k_proj: l.projection(&format!("{p}.self_attn.k_proj"), kv * hd, d, ab)?,
+                    v_proj: l.projection(&format!("{p}.self_attn.v_proj"), kv * hd, d, ab)?,
+                    o_proj: l.projection(&format!("{p}.self_attn.o_proj"), d, h * hd, ab)?,
                     num_heads: h,
                     num_kv_heads: kv,
                     head_dim: hd,
@@ -186,9 +192,9 @@ impl Llama {
                     eps,
                 )?,
                 mlp: Mlp {
-                    gate_proj: l.linear(&format!("{p}.mlp.gate_proj"), f, d, mb)?,
-                    up_proj: l.linear(&format!("{p}.mlp.up_proj"), f, d, mb)?,
-                    down_proj: l.linear(&format!("{p}.mlp.down_proj"), d, f, mb)?,
+                    gate_proj: l.projection(&format!("{p}.mlp.gate_proj"), f, d, mb)?,
+                    up_proj: l.projection(&format!("{p}.mlp.up_proj"), f, d, mb)?,
+                    down_proj: l.projection(&format!("{p}.mlp.down_proj"), d, f, mb)?,
                 },
             });
         }
@@ -207,6 +213,7 @@ impl Llama {
             score,
             config,
             rope,
+            adapter: None,
         })
     }
 
@@ -229,8 +236,13 @@ impl Llama {
             .expect("random weights have the right shapes")
     }
 
-    /// Every weight in checkpoint names and layout, read back to the host.
+    /// Every weight in checkpoint names and layout, read back to the host. Adapters are not
+    /// among them: merge them first (`merge_lora`), or save them apart (`checkpoint::peft`).
     pub fn checkpoint_weights(&self) -> Vec<(String, HostTensor)> {
+        assert!(
+            self.adapter.is_none(),
+            "checkpoint_weights of a model with adapters would drop them"
+        );
         let mut out = Exporter::default();
         out.tensor(
             "model.embed_tokens.weight".into(),
@@ -242,26 +254,17 @@ impl Llama {
                 format!("{p}.input_layernorm.weight"),
                 layer.input_layernorm.gamma.val(),
             );
-            let a = &layer.self_attn;
-            for (n, l) in [
-                ("q_proj", &a.q_proj),
-                ("k_proj", &a.k_proj),
-                ("v_proj", &a.v_proj),
-                ("o_proj", &a.o_proj),
-            ] {
-                out.linear(format!("{p}.self_attn.{n}"), l);
+            let [attention @ .., _, _, _] = layer.projections();
+            for (n, l) in attention {
+                out.linear(format!("{p}.self_attn.{n}"), &l.base);
             }
             out.tensor(
                 format!("{p}.post_attention_layernorm.weight"),
                 layer.post_attention_layernorm.gamma.val(),
             );
-            let m = &layer.mlp;
-            for (n, l) in [
-                ("gate_proj", &m.gate_proj),
-                ("up_proj", &m.up_proj),
-                ("down_proj", &m.down_proj),
-            ] {
-                out.linear(format!("{p}.mlp.{n}"), l);
+            let [_, _, _, _, mlp @ ..] = layer.projections();
+            for (n, l) in mlp {
+                out.linear(format!("{p}.mlp.{n}"), &l.base);
             }
         }
         out.tensor("model.norm.weight".into(), self.norm.gamma.val());

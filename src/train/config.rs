@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::device::DeviceChoice;
 use crate::kernels::PairLoss;
 use crate::loss::LossConfig;
+use crate::model::LoraConfig;
 use crate::sampling::ResponsePolicy;
 use crate::tokenizer::TemplateMode;
 
@@ -30,6 +31,9 @@ pub struct TrainConfig {
     pub online: Option<OnlineSection>,
     /// Train a reward model on the ranked data instead of a policy (`rrhf train-rm`).
     pub reward_model: Option<RewardModelSection>,
+    /// Train LoRA adapters on the projections instead of every weight; the run saves adapters
+    /// (PEFT layout), which `rrhf merge` folds into a full model.
+    pub lora: Option<LoraConfig>,
 }
 
 /// `[reward_model]`: `model.path` (a causal LM, which gets a fresh scalar head, or a reward
@@ -261,6 +265,18 @@ impl TrainConfig {
                 "a reward model trains offline on ranked data; [online] and [reward_model] \
                  cannot both be set",
             );
+        }
+        if let Some(lora) = &self.lora {
+            if self.reward_model.is_some() {
+                return bad(
+                    "lora",
+                    "LoRA trains policies only; a reward model's new score head would need \
+                     training outside the adapters",
+                );
+            }
+            if let Some((field, why)) = lora.invalid() {
+                return bad(&format!("lora.{field}"), &why);
+            }
         }
         if let Some(online) = &self.online {
             if online.resample_every == 0 {

@@ -79,6 +79,19 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
         // A causal LM gets a fresh scalar head; a reward model (e.g. a resumed one) is kept.
         Some(_) => load_checkpoint(model_dir, &device)?.into_reward_model(config.train.seed),
     };
+    // A resumed LoRA run loads its adapters with the model; a fresh one starts them here.
+    match (&config.lora, &model.adapter) {
+        (Some(lora), None) => {
+            model = model.with_fresh_lora(lora, config.model.path.clone(), config.train.seed)
+        }
+        (Some(lora), Some(loaded)) if *lora != loaded.config => bail!(
+            "{}: the adapters there have {:?}, but [lora] asks for {:?}",
+            model_dir.display(),
+            loaded.config,
+            lora
+        ),
+        _ => {}
+    }
     let tokenizer = Tokenizer::load(model_dir, &model.config)?;
 
     let opts = TokenizeOptions {
@@ -102,6 +115,7 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
                 queries.clone(),
                 opts,
                 &config.model.path,
+                config.lora.is_some(),
                 &selected.device,
                 &config.output.dir,
             )?;

@@ -27,11 +27,20 @@ use crate::tokenizer::Tokenizer;
 pub struct OnlineSampler {
     section: OnlineSection,
     reward: Box<dyn Reward>,
-    /// The starting model, kept only when the KL term needs it.
-    start_model: Option<Llama>,
+    kl_reference: KlReference,
     queries: Vec<QueryLine>,
     opts: TokenizeOptions,
     dir: PathBuf,
+}
+
+/// What the KL term holds the policy near.
+enum KlReference {
+    /// No KL term (`kl_coef = 0`).
+    None,
+    /// The starting model, loaded beside the policy.
+    StartModel(Llama),
+    /// The base model under the policy's LoRA adapters: the same weights, no second copy.
+    AdapterBase,
 }
 
 /// What one round produced, by query index.
@@ -49,6 +58,7 @@ impl OnlineSampler {
         queries: Vec<QueryLine>,
         opts: TokenizeOptions,
         start_model_dir: &Path,
+        trains_adapters: bool,
         device: &burn::tensor::Device,
         out: &Path,
     ) -> Result<Self> {
@@ -59,15 +69,15 @@ impl OnlineSampler {
                 device: device.clone(),
             },
         )?;
-        let start_model = if section.kl_coef > 0.0 {
-            Some(load_model(start_model_dir, device)?)
-        } else {
-            None
+        let kl_reference = match (section.kl_coef > 0.0, trains_adapters) {
+            (false, _) => KlReference::None,
+            (true, true) => KlReference::AdapterBase,
+            (true, false) => KlReference::StartModel(load_model(start_model_dir, device)?),
         };
         Ok(Self {
             section: section.clone(),
             reward,
-            start_model,
+            kl_reference,
             queries,
             opts,
             dir: out.join("samples"),
@@ -154,8 +164,14 @@ impl OnlineSampler {
                 line: self.queries[i].line,
             })
             .collect();
-        if let Some(start) = &self.start_model {
-            self.subtract_kl(policy, start, tokenizer, &mut examples)?;
+        match &self.kl_reference {
+            KlReference::None => {}
+            KlReference::StartModel(start) => {
+                self.subtract_kl(policy, start, tokenizer, &mut examples)?
+            }
+            KlReference::AdapterBase => {
+                self.subtract_kl(policy, &policy.without_lora(), tokenizer, &mut examples)?
+            }
         }
         write_round(&path, &examples)?;
         let log = json!({

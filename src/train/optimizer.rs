@@ -53,8 +53,17 @@ struct Accumulate<'a> {
     index: usize,
 }
 
+/// Frozen weights (the base of a LoRA model) take no gradient and have no moments; the
+/// buffers and moments are indexed over the trainable parameters only.
+fn trainable<const D: usize>(param: &Param<Tensor<D>>) -> bool {
+    param.val().is_require_grad()
+}
+
 impl ModuleVisitor for Accumulate<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if !trainable(param) {
+            return;
+        }
         let value = param.val();
         let n = value.shape().num_elements();
         let grad = match value.grad(self.grads) {
@@ -133,10 +142,12 @@ struct Update<'a> {
 
 impl ModuleMapper for Update<'_> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if !trainable(&param) {
+            return param;
+        }
         let (id, tensor, mapper) = param.consume();
         let i = self.index;
         self.index += 1;
-        let require_grad = tensor.is_require_grad();
         let dims = tensor.dims();
         let weight = tensor.inner();
         let n = weight.shape().num_elements();
@@ -159,10 +170,7 @@ impl ModuleMapper for Update<'_> {
         let weight = weight * self.decay - m.clone() / denominator * self.step_size;
         self.optimizer.first[i] = m;
         self.optimizer.second[i] = v;
-        let mut out = Tensor::from_inner(weight.reshape(dims));
-        if require_grad {
-            out = out.require_grad();
-        }
+        let out = Tensor::from_inner(weight.reshape(dims)).require_grad();
         Param::from_mapped_value(id, out, mapper)
     }
 }
