@@ -408,22 +408,23 @@ fn online_rounds_sample_score_and_resume_exactly() {
 }
 
 /// `train.gradient_checkpointing` recomputes activations in the backward pass: the steps it takes
-/// are the same as without it.
+/// are the same as without it, for full training and for LoRA (whose frozen and updated weights
+/// must keep sharing the device's strategy after each update, or burn refuses to mix them).
 #[test]
 fn gradient_checkpointing_takes_the_same_steps() {
     for device in devices() {
-        let run = |checkpointing: bool| {
-            let out = scratch(&format!("train-ckpt-{device}-{checkpointing}"));
-            let config = config(
-                &out,
-                &device,
-                &[
-                    "train.max_steps=3",
-                    &format!("train.gradient_checkpointing={checkpointing}"),
-                ],
-            );
+        let run = |checkpointing: bool, lora: bool| {
+            let out = scratch(&format!("train-ckpt-{device}-{checkpointing}-{lora}"));
+            let mut set = vec![
+                "train.max_steps=3".to_string(),
+                format!("train.gradient_checkpointing={checkpointing}"),
+            ];
+            if lora {
+                set.extend(["lora.rank=4".into(), "lora.dropout=0.0".into()]);
+            }
+            let set: Vec<&str> = set.iter().map(String::as_str).collect();
             train(
-                &config,
+                &config(&out, &device, &set),
                 &RunOptions {
                     resume: None,
                     stop_after: None,
@@ -441,13 +442,46 @@ fn gradient_checkpointing_takes_the_same_steps() {
                 })
                 .collect::<Vec<_>>()
         };
-        let (plain, recomputed) = (run(false), run(true));
-        assert_eq!(plain.len(), 3);
-        for (a, b) in plain.iter().zip(&recomputed) {
-            assert!(
-                (a.0 - b.0).abs() <= 1e-5 * a.0.abs() && (a.1 - b.1).abs() <= 1e-5 * a.1.abs(),
-                "{device}: (loss, grad norm) {a:?} without checkpointing, {b:?} with"
-            );
+        for lora in [false, true] {
+            let (plain, recomputed) = (run(false, lora), run(true, lora));
+            assert_eq!(plain.len(), 3);
+            for (a, b) in plain.iter().zip(&recomputed) {
+                assert!(
+                    (a.0 - b.0).abs() <= 1e-5 * a.0.abs() && (a.1 - b.1).abs() <= 1e-5 * a.1.abs(),
+                    "{device} (lora {lora}): (loss, grad norm) {a:?} without checkpointing, {b:?} with"
+                );
+            }
         }
+    }
+}
+
+/// An AdamW step rebuilds every weight it updates; they must come back with the device's
+/// checkpointing strategy, or checkpointing silently stops after the first step.
+#[test]
+fn optimizer_step_keeps_the_checkpointing_strategy() {
+    use burn::tensor::{GradientCheckpointingStrategy, Int, Tensor, TensorData};
+    use rrhf::train::optimizer::{AdamW, AdamWConfig, GradientBuffer};
+    let device = burn::tensor::Device::flex()
+        .autodiff()
+        .gradient_checkpointing();
+    let model = rrhf::checkpoint::load_model(&common::fixture("tiny-gqa"), &device).unwrap();
+    let tokens = Tensor::<2, Int>::from_data(TensorData::new(vec![3i64, 5, 7, 9], [1, 4]), &device);
+    let mut grads = GradientBuffer::default();
+    grads.accumulate(&model, &model.forward(tokens, None).sum().backward());
+    let mut adam = AdamW::new(AdamWConfig {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+    });
+    let model = adam.step(model, &grads, 1e-3, 1.0);
+    for weight in [
+        model.embed_tokens.weight.val(),
+        model.layers[1].mlp.down_proj.base.weight.val(),
+    ] {
+        assert_eq!(
+            weight.gradient_checkpointing_strategy(),
+            Some(GradientCheckpointingStrategy::Balanced)
+        );
     }
 }

@@ -146,6 +146,9 @@ impl ModuleMapper for Update<'_> {
             return param;
         }
         let (id, tensor, mapper) = param.consume();
+        // The new weight leaves autodiff and comes back; `from_inner` would give it burn's
+        // default (no checkpointing), so it is given back the strategy it had.
+        let strategy = tensor.gradient_checkpointing_strategy();
         let i = self.index;
         self.index += 1;
         let dims = tensor.dims();
@@ -170,7 +173,11 @@ impl ModuleMapper for Update<'_> {
         let weight = weight * self.decay - m.clone() / denominator * self.step_size;
         self.optimizer.first[i] = m;
         self.optimizer.second[i] = v;
-        let out = Tensor::from_inner(weight.reshape(dims)).require_grad();
+        let mut out = Tensor::from_inner(weight.reshape(dims));
+        if let Some(strategy) = strategy {
+            out = out.with_gradient_checkpointing_strategy(strategy);
+        }
+        let out = out.require_grad();
         Param::from_mapped_value(id, out, mapper)
     }
 }
