@@ -6,6 +6,7 @@ use std::time::Instant;
 use anyhow::{Result, bail, ensure};
 use clap::{Args, Parser, Subcommand};
 
+use crate::bench;
 use crate::checkpoint::{
     self, SaveDtype, convert::convert_gguf, peft, save_model, write_file_atomically,
 };
@@ -78,6 +79,12 @@ enum Command {
     /// Train a reward model (a scalar head on the LLaMA) on ranked or pairwise data; the same
     /// TOML config, whose `[reward_model]` picks the pair loss (logistic by default).
     TrainRm(TrainArgs),
+    /// Speed and memory as JSON lines: `kernels` (log-prob kernel vs reference, fused vs unfused
+    /// head) and `step` (a whole RRHF step on a model; benches/rrhf_step.py is its PyTorch twin).
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
     /// Draw a run's metrics.jsonl as a PNG: loss, and reward (online) or eval accuracy, per step.
     /// `train` writes `<output.dir>/metrics.png` itself at the end of a run.
     Plot {
@@ -87,6 +94,15 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// The sequence log-prob kernel against its burn-ops reference, and the fused head against
+    /// the unfused one (SmolLM2's head at S=24, T=512 by default).
+    Kernels(bench::KernelBench),
+    /// One RRHF optimizer step (forward, backward, AdamW) with k responses of T tokens.
+    Step(bench::StepBench),
 }
 
 #[derive(Args)]
@@ -249,6 +265,12 @@ pub fn run() -> Result<()> {
         Command::Eval(args) => eval_cmd(args),
         Command::Train(args) => train_cmd(args, false),
         Command::TrainRm(args) => train_cmd(args, true),
+        Command::Bench {
+            what: BenchCommand::Kernels(args),
+        } => bench::kernels(&args),
+        Command::Bench {
+            what: BenchCommand::Step(args),
+        } => bench::step(&args),
         Command::Plot { metrics, out } => crate::plot::plot_metrics(&metrics, &out),
     }
 }

@@ -6,8 +6,10 @@
 //! `kernels` (sequence log-prob and ranking reductions), `loss` (the RRHF loss), `sampling`
 //! (generation and the k-response policies), `rewards` (rules, external scorers, reward models),
 //! `train` (the RRHF and reward-model trainer, offline and online), `eval` (held-out reward and
-//! win rate), `plot` (a PNG of a run's metrics), `device` (where tensors live) and `cli`.
+//! win rate), `plot` (a PNG of a run's metrics), `bench` (speed and memory figures), `device` (where
+//! tensors live) and `cli`.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;

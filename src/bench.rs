@@ -1,0 +1,412 @@
+//! `rrhf bench`: speed and memory, printed as one JSON line per measurement.
+//!
+//! - `kernels`: the sequence log-prob kernel against its burn-ops reference (forward and
+//!   backward), and the fused head (hidden states + head weight to log-probs, a vocabulary chunk
+//!   at a time) against the unfused one (logits, then the kernel), through autodiff.
+//! - `step`: one whole RRHF optimizer step (forward, backward, clipping, AdamW) as the trainer
+//!   runs it, on a model directory or a bare `config.json` (random weights), with `k` responses
+//!   of `T` tokens per query. `benches/rrhf_step.py` runs the same step in PyTorch with
+//!   transformers on the same model and tokens and prints the same fields.
+//!
+//! Memory is measured, not estimated: on wgpu, the bytes the device's memory pool reserves; on the
+//! CPU path, the process's resident set (its peak, `VmHWM`).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use burn::tensor::{Device, Distribution, Int, Tensor};
+use serde_json::json;
+
+use crate::checkpoint::load_model;
+use crate::data::{RankBatch, TokenizedExample};
+use crate::device::{DeviceChoice, SelectedDevice, select};
+use crate::kernels::{
+    fused_sequence_logprob, reference, seq_logprob_with_lse, sequence_logprob,
+    sequence_logprob_backward,
+};
+use crate::loss::{LossConfig, rrhf_loss};
+use crate::model::{Llama, LlamaConfig, LoraConfig};
+use crate::train::config::TrainSection;
+use crate::train::optimizer::{AdamW, AdamWConfig, GradientBuffer};
+
+const MIB: f64 = (1 << 20) as f64;
+
+/// Sizes of the kernel benchmarks (SmolLM2's head at the S=24, T=512 by default).
+#[derive(Debug, Clone, clap::Args)]
+pub struct KernelBench {
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Sequences.
+    #[arg(long, default_value_t = 24)]
+    pub s: usize,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 512)]
+    pub t: usize,
+    /// Vocabulary.
+    #[arg(long, default_value_t = 49152)]
+    pub v: usize,
+    /// Hidden size.
+    #[arg(long, default_value_t = 576)]
+    pub d: usize,
+    /// Vocabulary rows per chunk of the fused head.
+    #[arg(long, default_value_t = LossConfig::default().head_chunk)]
+    pub chunk: usize,
+}
+
+pub fn kernels(args: &KernelBench) -> Result<()> {
+    let selected = select(&args.device)?;
+    eprintln!("device: {}", selected.description);
+    bench_seq_logprob(&selected, args);
+    bench_head(&selected, args);
+    Ok(())
+}
+
+/// Seconds per call, after one warm-up call (shader compilation, autotune).
+fn time<R>(repeats: usize, f: &dyn Fn() -> R) -> f64 {
+    f();
+    let start = Instant::now();
+    for _ in 0..repeats {
+        f();
+    }
+    start.elapsed().as_secs_f64() / repeats as f64
+}
+
+fn bench_seq_logprob(selected: &SelectedDevice, args: &KernelBench) {
+    let (s, t, v) = (args.s, args.t, args.v);
+    let device = &selected.device;
+    let logits = Tensor::<3>::random([s, t, v], Distribution::Normal(0.0, 3.0), device);
+    let targets = Tensor::<2, Int>::random([s, t], Distribution::Uniform(0.0, v as f64), device);
+    let mask = Tensor::<2>::random([s, t], Distribution::Bernoulli(0.7), device);
+    let grad = Tensor::<1>::ones([s], device);
+    let logits_bytes = (s * t * v * 4) as f64;
+    let (_, lse) = seq_logprob_with_lse(logits.clone(), targets.clone(), mask.clone());
+    let kernel_fwd = || -> Vec<f32> {
+        let (sum, _) = seq_logprob_with_lse(logits.clone(), targets.clone(), mask.clone());
+        sum.try_into_vec_as().unwrap()
+    };
+    let reference_fwd = || -> Vec<f32> {
+        let (sum, _) =
+            reference::seq_logprob_forward(logits.clone(), targets.clone(), mask.clone());
+        sum.try_into_vec_as().unwrap()
+    };
+    let kernel_bwd = || -> Vec<f32> {
+        let d = sequence_logprob_backward(
+            logits.clone(),
+            targets.clone(),
+            mask.clone(),
+            lse.clone(),
+            grad.clone(),
+        );
+        d.sum().try_into_vec_as().unwrap()
+    };
+    let reference_bwd = || -> Vec<f32> {
+        let d = reference::seq_logprob_backward(
+            logits.clone(),
+            targets.clone(),
+            mask.clone(),
+            lse.clone(),
+            grad.clone(),
+        );
+        d.sum().try_into_vec_as().unwrap()
+    };
+    type Run<'a> = &'a dyn Fn() -> Vec<f32>;
+    // On the CPU path the backend extension runs the reference itself: one line says so.
+    let paths: Vec<(&str, Run, Run)> = if selected.is_wgpu {
+        vec![
+            ("wgsl-kernel", &kernel_fwd, &kernel_bwd),
+            ("burn-ops-reference", &reference_fwd, &reference_bwd),
+        ]
+    } else {
+        vec![(
+            "burn-ops-reference (the CPU path's kernel)",
+            &reference_fwd,
+            &reference_bwd,
+        )]
+    };
+    for (name, fwd, bwd) in paths {
+        // Memory first, from a clean pool, so the timing warm-up does not hide the growth.
+        let fwd_temp = peak_temporary_bytes(device, fwd);
+        let bwd_temp = peak_temporary_bytes(device, bwd);
+        let (fwd_s, bwd_s) = (time(3, fwd), time(3, bwd));
+        println!(
+            "{}",
+            json!({
+                "bench": "seq_logprob", "impl": name, "device": selected.description,
+                "S": s, "T": t, "V": v,
+                "forward_ms": fwd_s * 1e3, "backward_ms": bwd_s * 1e3,
+                "tokens_per_sec": (s * t) as f64 / (fwd_s + bwd_s),
+                "forward_peak_temp_mib": fwd_temp as f64 / MIB,
+                "backward_peak_temp_mib": bwd_temp as f64 / MIB,
+                "logits_mib": logits_bytes / MIB,
+                "forward_logits_gib_per_s": logits_bytes / fwd_s / (MIB * 1024.0),
+            })
+        );
+    }
+}
+
+/// Fused against unfused head, forward and backward (both gradients) through autodiff.
+fn bench_head(selected: &SelectedDevice, args: &KernelBench) {
+    let (s, t, v, d, chunk) = (args.s, args.t, args.v, args.d, args.chunk);
+    let device = &selected.device.clone().autodiff();
+    let hidden = Tensor::<3>::random([s, t, d], Distribution::Normal(0.0, 1.0), device);
+    let weight = Tensor::<2>::random([v, d], Distribution::Normal(0.0, 0.05), device);
+    let targets = Tensor::<2, Int>::random([s, t], Distribution::Uniform(0.0, v as f64), device);
+    let mask = Tensor::<2>::random([s, t], Distribution::Bernoulli(0.7), device);
+    let step = |fused: bool| -> [Vec<f32>; 3] {
+        let h = hidden.clone().require_grad();
+        let w = weight.clone().require_grad();
+        let sums = if fused {
+            fused_sequence_logprob(h.clone(), w.clone(), targets.clone(), mask.clone(), chunk)
+        } else {
+            let logits = w
+                .clone()
+                .matmul(h.clone().reshape([s * t, d]).transpose())
+                .transpose()
+                .reshape([s, t, v]);
+            sequence_logprob(logits, targets.clone(), mask.clone())
+        };
+        let grads = sums.clone().sum().backward();
+        let host = |t: Tensor<2>| t.try_into_vec_as::<f32>().unwrap();
+        [
+            sums.try_into_vec_as().unwrap(),
+            host(h.grad(&grads).unwrap().reshape([s * t, d])),
+            host(w.grad(&grads).unwrap()),
+        ]
+    };
+    let mut results = Vec::new();
+    for fused in [false, true] {
+        let run = || step(fused);
+        let temp = peak_temporary_bytes(device, &run);
+        let seconds = time(1, &run);
+        results.push(run());
+        let name = if fused { "fused" } else { "unfused" };
+        println!(
+            "{}",
+            json!({
+                "bench": "head_logprob_fwd_bwd", "impl": name, "device": selected.description,
+                "S": s, "T": t, "V": v, "d": d, "chunk": if fused { chunk } else { v },
+                "forward_backward_ms": seconds * 1e3,
+                "tokens_per_sec": (s * t) as f64 / seconds,
+                "peak_temp_mib": temp as f64 / MIB,
+                "logits_mib": (s * t * v * 4) as f64 / MIB,
+            })
+        );
+    }
+    // The two paths compute the same thing: say how closely (relative L2 difference of the
+    // sums and of each gradient), beside the figures.
+    let rel_l2 = |a: &[f32], b: &[f32]| {
+        let diff: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+        let norm: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+        (diff / norm).sqrt()
+    };
+    let (u, f) = (&results[0], &results[1]);
+    println!(
+        "{}",
+        json!({
+            "bench": "head_logprob_agreement",
+            "sums_rel_l2": rel_l2(&f[0], &u[0]),
+            "d_hidden_rel_l2": rel_l2(&f[1], &u[1]),
+            "d_weight_rel_l2": rel_l2(&f[2], &u[2]),
+        })
+    );
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Precision {
+    F32,
+    F16,
+    Bf16,
+}
+
+/// One RRHF step's shape and settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StepBench {
+    /// A model directory, or a `config.json` alone (random weights: the speed is the same).
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Responses per query.
+    #[arg(long, default_value_t = 6)]
+    pub k: usize,
+    /// Tokens per sequence (query + response), the paper's 192 by default.
+    #[arg(long, default_value_t = 192)]
+    pub t: usize,
+    /// Queries per step (each with k responses), all in one micro-batch.
+    #[arg(long, default_value_t = 1)]
+    pub queries: usize,
+    /// Timed steps, after one warm-up step.
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: Precision,
+    /// Train LoRA adapters of this rank on every projection instead of all weights.
+    #[arg(long)]
+    pub lora_rank: Option<usize>,
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
+    /// The plain head (`[S, T, V]` logits) instead of the fused one.
+    #[arg(long)]
+    pub unfused_head: bool,
+}
+
+pub fn step(args: &StepBench) -> Result<()> {
+    if args.precision != Precision::F32 {
+        bail!(
+            "--precision {:?}: mixed precision is not implemented yet; rrhf computes in f32",
+            args.precision
+        );
+    }
+    if args.k < 2 || args.t < 4 || args.queries == 0 || args.steps == 0 {
+        bail!("--k must be at least 2, --t at least 4, --queries and --steps at least 1");
+    }
+    let selected = select(&args.device)?;
+    eprintln!("device: {}", selected.description);
+    let device = match args.gradient_checkpointing {
+        true => selected.device.clone().autodiff().gradient_checkpointing(),
+        false => selected.device.clone().autodiff(),
+    };
+    let model = bench_model(&args.model, &device)?;
+    let config = model.config.clone();
+    let mut model = match args.lora_rank {
+        Some(rank) => {
+            let lora = LoraConfig {
+                rank,
+                ..Default::default()
+            };
+            if let Some((field, why)) = lora.invalid() {
+                bail!("--lora-rank: {field} {why}");
+            }
+            model.with_fresh_lora(&lora, args.model.clone(), 0)
+        }
+        None => model,
+    };
+    let examples = synthetic_examples(args, config.vocab_size);
+    let refs: Vec<&TokenizedExample> = examples.iter().collect();
+    let batch = RankBatch::new(&refs);
+    let loss_config = LossConfig {
+        fused_head: !args.unfused_head,
+        ..Default::default()
+    };
+    let t = TrainSection::default();
+    let mut optimizer = AdamW::new(AdamWConfig {
+        beta1: t.adam_beta1,
+        beta2: t.adam_beta2,
+        eps: t.adam_eps,
+        weight_decay: t.weight_decay,
+    });
+    let mut grads = GradientBuffer::default();
+    let mut times = Vec::new();
+    let mut loss = f32::NAN;
+    for _ in 0..=args.steps {
+        let start = Instant::now();
+        let out = rrhf_loss(&model, &batch, &loss_config);
+        let objective = out.total.sum() / args.queries as f32;
+        grads.accumulate(&model, &objective.clone().backward());
+        let norm = grads.global_norm();
+        let clip = (1.0 / norm.max(1.0)).min(1.0);
+        model = optimizer.step(model, &grads, t.lr, clip);
+        grads.clear();
+        loss = objective.into_scalar();
+        // Reading the last moment waits for the whole update on a queued device.
+        let _: f32 = optimizer.second.last().unwrap().clone().sum().into_scalar();
+        times.push(start.elapsed().as_secs_f64());
+    }
+    let timed = &mut times[1..];
+    timed.sort_by(f64::total_cmp);
+    let median = timed[timed.len() / 2];
+    let tokens = args.queries * args.k * args.t;
+    let trainable: usize = optimizer.first.iter().map(|m| m.dims()[0]).sum();
+    let (peak, measure) = peak_memory(&selected.device);
+    println!(
+        "{}",
+        json!({
+            "bench": "rrhf_step", "impl": "rrhf", "device": selected.description,
+            "model": args.model.display().to_string(),
+            "params": config.num_parameters(), "trainable_params": trainable,
+            "queries": args.queries, "k": args.k, "T": args.t, "tokens": tokens,
+            "precision": "f32", "lora_rank": args.lora_rank,
+            "gradient_checkpointing": args.gradient_checkpointing,
+            "fused_head": !args.unfused_head,
+            "step_seconds": median, "step_seconds_all": timed.to_vec(),
+            "tokens_per_sec": tokens as f64 / median,
+            "peak_mem_mib": peak as f64 / MIB, "peak_mem_measure": measure,
+            "loss": loss,
+        })
+    );
+    Ok(())
+}
+
+/// Weights from a directory, or random ones for a bare config file.
+fn bench_model(path: &Path, device: &Device) -> Result<Llama> {
+    if path.is_dir() {
+        return load_model(path, device);
+    }
+    let config = LlamaConfig::from_file(path)?;
+    eprintln!(
+        "{}: random weights ({:.2}B parameters)",
+        path.display(),
+        config.num_parameters() as f64 / 1e9
+    );
+    Ok(Llama::random(config, 0, device))
+}
+
+/// `queries` queries of `T / 4` tokens, each with `k` responses filling the rest of `T`, scored
+/// in a fixed order. The ids follow a formula benches/rrhf_step.py repeats, so both sides see
+/// the same tokens.
+fn synthetic_examples(args: &StepBench, vocab: usize) -> Vec<TokenizedExample> {
+    let id = |i: usize| ((i * 7919 + 13) % (vocab - 2) + 2) as u32;
+    let query_len = args.t / 4;
+    let response_len = args.t - query_len;
+    let mut next = 0;
+    let mut take = |n: usize| -> Vec<u32> {
+        let out = (next..next + n).map(id).collect();
+        next += n;
+        out
+    };
+    (0..args.queries)
+        .map(|q| TokenizedExample {
+            query: take(query_len),
+            responses: (0..args.k).map(|_| take(response_len)).collect(),
+            scores: (0..args.k).map(|r| r as f32).collect(),
+            line: q + 1,
+        })
+        .collect()
+}
+
+/// Memory a computation needs beyond what is already allocated: on a device with a memory pool
+/// (wgpu), the growth of the bytes the pool reserves, measured from a cleaned pool; on the CPU
+/// path, the growth of the process's peak resident memory (Linux: reset through clear_refs).
+fn peak_temporary_bytes<R>(device: &Device, f: &dyn Fn() -> R) -> u64 {
+    device.memory_cleanup();
+    if let Some(before) = device.memory_pool_usage() {
+        f();
+        let after = device
+            .memory_pool_usage()
+            .expect("pool usage was reported before");
+        return after.bytes_reserved.saturating_sub(before.bytes_reserved);
+    }
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let before = resident_kib("VmHWM:");
+    f();
+    resident_kib("VmHWM:").saturating_sub(before) * 1024
+}
+
+/// The most memory the run has held: the device pool's reservation on wgpu (it keeps what it
+/// grew to), the process's peak resident set on the CPU path.
+fn peak_memory(device: &Device) -> (u64, &'static str) {
+    match device.memory_pool_usage() {
+        Some(usage) => (usage.bytes_reserved, "device memory pool reserved"),
+        None => (resident_kib("VmHWM:") * 1024, "process peak resident set"),
+    }
+}
+
+fn resident_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
