@@ -298,7 +298,7 @@ pub fn step(args: &StepBench) -> Result<()> {
     });
     let mut grads = GradientBuffer::default();
     let mut times = Vec::new();
-    let mut loss = f32::NAN;
+    let mut losses = Vec::new();
     for _ in 0..=args.steps {
         let start = Instant::now();
         let out = rrhf_loss(&model, &batch, &loss_config);
@@ -308,7 +308,7 @@ pub fn step(args: &StepBench) -> Result<()> {
         let clip = (1.0 / norm.max(1.0)).min(1.0);
         model = optimizer.step(model, &grads, t.lr, clip);
         grads.clear();
-        loss = objective.into_scalar();
+        losses.push(objective.into_scalar::<f32>());
         // Reading the last moment waits for the whole update on a queued device.
         let _: f32 = optimizer.second.last().unwrap().clone().sum().into_scalar();
         times.push(start.elapsed().as_secs_f64());
@@ -332,7 +332,7 @@ pub fn step(args: &StepBench) -> Result<()> {
             "step_seconds": median, "step_seconds_all": timed.to_vec(),
             "tokens_per_sec": tokens as f64 / median,
             "peak_mem_mib": peak as f64 / MIB, "peak_mem_measure": measure,
-            "loss": loss,
+            "first_loss": losses[0], "loss": losses[args.steps],
         })
     );
     Ok(())

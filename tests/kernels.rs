@@ -433,5 +433,18 @@ fn fused_head_matches_unfused_head() {
                 1.0,
             );
         }
+        // A frozen head (LoRA) takes no weight gradient; d hidden is unchanged.
+        let (h, w, tg, m, g) = inputs();
+        let w = w.set_require_grad(false);
+        let got = fused_sequence_logprob(h.clone(), w.clone(), tg, m, 16);
+        let grads = (got * g).sum().backward();
+        assert!(w.grad(&grads).is_none(), "a frozen head got a gradient");
+        assert_close(
+            &format!("frozen head on {dev:?}: d hidden"),
+            &host(h.grad(&grads).unwrap()),
+            &want_dh,
+            1e-4,
+            1.0,
+        );
     }
 }

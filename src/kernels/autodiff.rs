@@ -58,13 +58,21 @@ impl<B: RrhfKernels> Backward<B, 2> for FusedHeadBackward {
         let grad = grads.consume::<B>(&ops.node);
         // One pass over the vocabulary gives both gradients, so `binary`'s one closure per
         // parent does not fit.
-        let (d_hidden, d_weight) =
-            B::fused_head_backward(hidden, weight, targets, mask, lse, grad, chunk);
         let [hidden_node, weight_node] = ops.parents;
+        let (d_hidden, d_weight) = B::fused_head_backward(
+            hidden,
+            weight,
+            targets,
+            mask,
+            lse,
+            grad,
+            chunk,
+            weight_node.is_some(),
+        );
         if let Some(node) = hidden_node {
             grads.register::<B>(node.id, d_hidden);
         }
-        if let Some(node) = weight_node {
+        if let (Some(node), Some(d_weight)) = (weight_node, d_weight) {
             grads.register::<B>(node.id, d_weight);
         }
     }
@@ -183,7 +191,8 @@ impl<B: RrhfKernels, C: CheckpointStrategy> RrhfKernels for Autodiff<B, C> {
         lse: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         chunk: usize,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        weight_grad: bool,
+    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
         let (d_hidden, d_weight) = B::fused_head_backward(
             hidden.into_primitive(),
             weight.into_primitive(),
@@ -192,7 +201,8 @@ impl<B: RrhfKernels, C: CheckpointStrategy> RrhfKernels for Autodiff<B, C> {
             lse.into_primitive(),
             grad.into_primitive(),
             chunk,
+            weight_grad,
         );
-        (Self::from_inner(d_hidden), Self::from_inner(d_weight))
+        (Self::from_inner(d_hidden), d_weight.map(Self::from_inner))
     }
 }

@@ -49,7 +49,8 @@ pub fn forward(
     (token_logp.reshape([s, t]).sum_dim(1).reshape([s]), lse)
 }
 
-/// `(d hidden [S, T, d], d weight [V, d])` from the gradient of the sums `[S]`. With
+/// `(d hidden [S, T, d], d weight [V, d])` from the gradient of the sums `[S]`, d weight only
+/// when `weight_grad`. With
 /// g_n = grad[seq(n)] · mask_n and p = softmax(logits_n):
 /// d h_n = g_n (W[target_n] - Σ_v p_v W_v), d W_v = Σ_n g_n (1[v = target_n] - p_v) h_n.
 pub fn backward(
@@ -60,7 +61,8 @@ pub fn backward(
     lse: Tensor<1>,
     grad: Tensor<1>,
     chunk: usize,
-) -> (Tensor<3>, Tensor<2>) {
+    weight_grad: bool,
+) -> (Tensor<3>, Option<Tensor<2>>) {
     let [s, t, d] = hidden.dims();
     let n = s * t;
     let h = hidden.reshape([n, d]);
@@ -74,9 +76,13 @@ pub fn backward(
         let p = (chunk_logits(&h, &weight, start, end) - lse.clone()).exp() * g.clone();
         let w = weight.clone().slice([start..end, 0..d]);
         d_h = d_h - p.clone().matmul(w);
-        d_w_chunks.push(-p.transpose().matmul(h.clone()));
+        if weight_grad {
+            d_w_chunks.push(-p.transpose().matmul(h.clone()));
+        }
     }
-    let d_w = Tensor::cat(d_w_chunks, 0).select_assign(0, targets, h * g, IndexingUpdateOp::Add);
+    let d_w = weight_grad.then(|| {
+        Tensor::cat(d_w_chunks, 0).select_assign(0, targets, h * g, IndexingUpdateOp::Add)
+    });
     (d_h.reshape([s, t, d]), d_w)
 }
 
@@ -102,6 +108,7 @@ where
 }
 
 /// [`backward`] on one backend's primitives.
+#[allow(clippy::too_many_arguments)]
 pub fn backward_on<B: Backend>(
     hidden: FloatTensor<B>,
     weight: FloatTensor<B>,
@@ -110,7 +117,8 @@ pub fn backward_on<B: Backend>(
     lse: FloatTensor<B>,
     grad: FloatTensor<B>,
     chunk: usize,
-) -> (FloatTensor<B>, FloatTensor<B>)
+    weight_grad: bool,
+) -> (FloatTensor<B>, Option<FloatTensor<B>>)
 where
     DispatchTensor: DispatchKindConversion<B>,
 {
@@ -122,8 +130,9 @@ where
         Tensor::from_primitive::<B>(lse),
         Tensor::from_primitive::<B>(grad),
         chunk,
+        weight_grad,
     );
-    (primitive::<B, 3>(d_hidden), primitive::<B, 2>(d_weight))
+    (primitive::<B, 3>(d_hidden), d_weight.map(primitive::<B, 2>))
 }
 
 fn primitive<B: Backend, const D: usize>(t: Tensor<D>) -> FloatTensor<B>

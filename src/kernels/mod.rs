@@ -90,7 +90,8 @@ pub trait RrhfKernels: burn::backend::Backend {
         chunk: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
-    /// `(d hidden [S, T, d], d weight [V, d])` from the gradient of the sums `[S]`.
+    /// `(d hidden [S, T, d], d weight [V, d])` from the gradient of the sums `[S]`; d weight
+    /// only when `weight_grad` (a frozen head, as under LoRA, skips a third of the work).
     #[allow(clippy::too_many_arguments)]
     fn fused_head_backward(
         hidden: FloatTensor<Self>,
@@ -100,7 +101,8 @@ pub trait RrhfKernels: burn::backend::Backend {
         lse: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         chunk: usize,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+        weight_grad: bool,
+    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>);
 }
 
 /// Summed log-prob of the masked targets of each sequence `[S]`; differentiable in `logits`.
@@ -273,8 +275,18 @@ impl RrhfKernels for Flex {
         lse: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         chunk: usize,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        fused_head::backward_on::<Self>(hidden, weight, targets, mask, lse, grad, chunk)
+        weight_grad: bool,
+    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
+        fused_head::backward_on::<Self>(
+            hidden,
+            weight,
+            targets,
+            mask,
+            lse,
+            grad,
+            chunk,
+            weight_grad,
+        )
     }
 }
 

@@ -260,7 +260,17 @@ impl RrhfKernels for CubeBackend {
         lse: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         chunk: usize,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        fused_head::backward_on::<Self>(hidden, weight, targets, mask, lse, grad, chunk)
+        weight_grad: bool,
+    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
+        fused_head::backward_on::<Self>(
+            hidden,
+            weight,
+            targets,
+            mask,
+            lse,
+            grad,
+            chunk,
+            weight_grad,
+        )
     }
 }

@@ -1,0 +1,155 @@
+"""One RRHF optimizer step in PyTorch eager with Hugging Face transformers: the twin of
+`rrhf bench step`, on the same model, the same tokens and the same loss, printing the same JSON
+fields, so the two can be compared side by side:
+
+    rrhf bench step --model M --device cpu --k 6 --t 192
+    python3 benches/rrhf_step.py --model M --device cpu --k 6 --t 192
+
+M is a model directory (its weights are loaded) or a bare config.json (random weights; speed and
+memory do not depend on the values), e.g. benches/configs/tinyllama-1.1b.json.
+
+The step is the original RRHF implementation's (GanjinZero/RRHF, train.py): logits of every
+sequence, the length-normalised log-probability of each response, the hinge ranking loss over
+the pairs the rewards order, and cross-entropy on the best response (token mean), then
+clip_grad_norm_(1.0) and AdamW (lr 2e-5, betas 0.9/0.999, eps 1e-8, no weight decay).
+Needs torch and transformers; --lora-rank needs peft.
+"""
+
+import argparse
+import json
+import os
+import resource
+import time
+
+import torch
+import torch.nn.functional as F
+from transformers import LlamaConfig, LlamaForCausalLM
+
+
+def load_model(path, device):
+    if os.path.isdir(path):
+        model = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32)
+    else:
+        config = LlamaConfig.from_json_file(path)
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config)
+    return model.to(device).train()
+
+
+def synthetic_batch(queries, k, t, vocab):
+    """The token ids `rrhf bench step` builds (src/bench.rs, synthetic_examples)."""
+    ids = lambda i: (i * 7919 + 13) % (vocab - 2) + 2
+    query_len = t // 4
+    response_len = t - query_len
+    nxt = 0
+    rows, labels, rewards = [], [], []
+    for _ in range(queries):
+        query = [ids(i) for i in range(nxt, nxt + query_len)]
+        nxt += query_len
+        for r in range(k):
+            response = [ids(i) for i in range(nxt, nxt + response_len)]
+            nxt += response_len
+            rows.append(query + response)
+            labels.append([-100] * query_len + response)
+            rewards.append(float(r))
+    return torch.tensor(rows), torch.tensor(labels), torch.tensor(rewards).view(queries, k)
+
+
+def rrhf_loss(model, input_ids, labels, rewards):
+    logits = model(input_ids=input_ids).logits[:, :-1]
+    targets = labels[:, 1:]
+    mask = targets != -100
+    logp = torch.gather(F.log_softmax(logits, dim=-1), 2, targets.clamp(min=0).unsqueeze(2)).squeeze(2)
+    sums = (logp * mask).sum(-1)
+    lengths = mask.sum(-1)
+    scores = (sums / lengths).view(rewards.shape)  # length penalty 1
+    total = 0.0
+    for q in range(rewards.shape[0]):
+        s, r = scores[q], rewards[q]
+        diff = s.unsqueeze(0) - s.unsqueeze(1)  # [i, j] = s_j - s_i
+        ordered = (r.unsqueeze(0) - r.unsqueeze(1)) > 0  # r_j > r_i
+        rank = torch.relu(-diff[ordered]).sum()  # max(0, s_i - s_j)
+        best = int(torch.argmax(r))
+        row = q * rewards.shape[1] + best
+        ft = -sums[row] / lengths[row]
+        total = total + rank + ft
+    return total / rewards.shape[0]
+
+
+def peak_memory_mib(device):
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_reserved() / 2**20, "cuda caching allocator peak reserved"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak resident set"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--k", type=int, default=6)
+    ap.add_argument("--t", type=int, default=192)
+    ap.add_argument("--queries", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--lora-rank", type=int)
+    ap.add_argument("--gradient-checkpointing", action="store_true")
+    args = ap.parse_args()
+
+    device = args.device
+    model = load_model(args.model, device)
+    params = sum(p.numel() for p in model.parameters())
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if args.lora_rank:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=args.lora_rank,
+                lora_alpha=16,
+                lora_dropout=0.05,
+                target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                task_type="CAUSAL_LM",
+            ),
+        )
+        if args.gradient_checkpointing:
+            model.enable_input_require_grads()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=2e-5, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    vocab = model.config.vocab_size
+    input_ids, labels, rewards = synthetic_batch(args.queries, args.k, args.t, vocab)
+    input_ids, labels, rewards = input_ids.to(device), labels.to(device), rewards.to(device)
+
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    times, losses = [], []
+    for _ in range(args.steps + 1):  # the first is a warm-up
+        sync()
+        start = time.perf_counter()
+        loss = rrhf_loss(model, input_ids, labels, rewards)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        sync()
+        times.append(time.perf_counter() - start)
+    timed = sorted(times[1:])
+    median = timed[len(timed) // 2]
+    tokens = args.queries * args.k * args.t
+    peak, measure = peak_memory_mib(device)
+    device_name = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU (torch, {torch.get_num_threads()} threads)"
+    print(json.dumps({
+        "bench": "rrhf_step", "impl": f"pytorch {torch.__version__} eager", "device": device_name,
+        "model": args.model, "params": params, "trainable_params": sum(p.numel() for p in trainable),
+        "queries": args.queries, "k": args.k, "T": args.t, "tokens": tokens,
+        "precision": "f32", "lora_rank": args.lora_rank,
+        "gradient_checkpointing": args.gradient_checkpointing, "fused_head": False,
+        "step_seconds": median, "step_seconds_all": timed,
+        "tokens_per_sec": tokens / median,
+        "peak_mem_mib": peak, "peak_mem_measure": measure,
+        "first_loss": losses[0], "loss": losses[-1],
+    }, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
