@@ -485,3 +485,44 @@ fn optimizer_step_keeps_the_checkpointing_strategy() {
         );
     }
 }
+
+/// `train.data_parallel`: the step's micro-batches are shared between devices and the gradients
+/// summed on the first; the steps are those of one device doing all the micro-batches. On this
+/// machine the second device is lavapipe when there is one (else a second CPU worker).
+#[test]
+fn data_parallel_takes_the_same_steps() {
+    let second = devices().last().unwrap().clone();
+    let run = |data_parallel: &str| {
+        let out = scratch(&format!("train-dp-{}", data_parallel.len()));
+        let set = ["train.max_steps=3", "train.grad_accum=4", data_parallel];
+        train(
+            &config(&out, &DeviceChoice::Cpu, &set),
+            &RunOptions {
+                resume: None,
+                stop_after: None,
+            },
+        )
+        .unwrap();
+        metrics(&out)
+            .into_iter()
+            .filter(|v| v.get("loss").is_some())
+            .map(|v| {
+                (
+                    v["loss"].as_f64().unwrap(),
+                    v["grad_norm"].as_f64().unwrap(),
+                    v["tokens"].as_u64().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let single = run("train.data_parallel=[]");
+    let shared = run(&format!("train.data_parallel=[{:?}]", second.to_string()));
+    assert_eq!(single.len(), 3);
+    for (a, b) in single.iter().zip(&shared) {
+        assert_eq!(a.2, b.2, "tokens per step");
+        assert!(
+            (a.0 - b.0).abs() <= 1e-5 * a.0.abs() && (a.1 - b.1).abs() <= 1e-5 * a.1.abs(),
+            "(loss, grad norm) {a:?} on one device, {b:?} shared with {second}"
+        );
+    }
+}

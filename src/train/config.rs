@@ -145,6 +145,10 @@ pub struct TrainSection {
     pub max_grad_norm: f64,
     pub seed: u64,
     pub device: DeviceChoice,
+    /// More devices for data parallelism: the step's micro-batches are dealt out to `device` and
+    /// these in turn, each computes its gradients on its own copy of the weights, and the
+    /// gradients are summed on `device`, which makes the update.
+    pub data_parallel: Vec<DeviceChoice>,
     /// Recompute cheap (memory-bound) activations in the backward pass instead of keeping them:
     /// burn's balanced gradient checkpointing, which keeps the outputs of compute-bound ops
     /// (matmuls, the kernels) and recomputes the elementwise ones around them.
@@ -169,6 +173,7 @@ impl Default for TrainSection {
             max_grad_norm: 1.0,
             seed: 42,
             device: DeviceChoice::Auto,
+            data_parallel: vec![],
             gradient_checkpointing: false,
         }
     }

@@ -69,10 +69,17 @@ pub struct RunOptions {
 pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary> {
     let selected = select(&config.train.device)?;
     eprintln!("device: {}", selected.description);
-    let device = match config.train.gradient_checkpointing {
-        true => selected.device.clone().autodiff().gradient_checkpointing(),
-        false => selected.device.clone().autodiff(),
+    let training_device = |d: &burn::tensor::Device| match config.train.gradient_checkpointing {
+        true => d.clone().autodiff().gradient_checkpointing(),
+        false => d.clone().autodiff(),
     };
+    let device = training_device(&selected.device);
+    let mut replica_devices = Vec::new();
+    for choice in &config.train.data_parallel {
+        let extra = select(choice)?;
+        eprintln!("data parallel: also {}", extra.description);
+        replica_devices.push(training_device(&extra.device));
+    }
     let model_dir = options.resume.as_deref().unwrap_or(&config.model.path);
     let mut model = match &config.reward_model {
         None => load_model(model_dir, &device)?,
@@ -235,25 +242,44 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
         }
         first_round = false;
         let queries = order.for_step(step, t.queries_per_step);
+        let micro_batches: Vec<&[usize]> = queries.chunks(micro).collect();
+        // Each worker (this device, then the data-parallel ones with a copy of the weights) takes
+        // every n-th micro-batch; their gradients are summed here.
+        let workers = 1 + replica_devices.len();
+        let share = |w: usize| -> Vec<&[usize]> {
+            micro_batches
+                .iter()
+                .skip(w)
+                .step_by(workers)
+                .copied()
+                .collect()
+        };
+        let shares: Vec<Result<Share, NonFinite>> = if workers == 1 {
+            vec![accumulate_share(&model, &share(0), &train_set, config)]
+        } else {
+            let share = &share;
+            let train_set = &train_set;
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = std::iter::once(model.clone())
+                    .chain(replica_devices.iter().map(|d| model.clone().fork(d)))
+                    .enumerate()
+                    .map(|(w, replica)| {
+                        scope
+                            .spawn(move || accumulate_share(&replica, &share(w), train_set, config))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("a data-parallel worker panicked"))
+                    .collect()
+            })
+        };
         let mut sums = [0.0f32; 3];
         let mut tokens = 0;
-        for chunk in queries.chunks(micro) {
-            let examples: Vec<&TokenizedExample> = chunk
-                .iter()
-                .map(|&i| {
-                    train_set[i]
-                        .as_ref()
-                        .expect("the round sampled every query of its steps")
-                })
-                .collect();
-            let batch = RankBatch::new(&examples);
-            tokens += batch.real_tokens();
-            let loss = batch_loss(&model, &batch, config);
-            // Each micro-batch adds its share of the mean over all the step's queries.
-            let objective = loss.total.clone().sum() / t.queries_per_step as f32;
-            let parts = read_sums([&loss.total, &loss.rank, &loss.ft]);
-            if parts.iter().any(|x| !x.is_finite()) {
-                bail!(
+        for result in shares {
+            let share = match result {
+                Ok(share) => share,
+                Err(NonFinite { parts, lines }) => bail!(
                     "step {}: the loss is not finite (total {}, rank {}, ft {}) on {} lines {}; \
                      stopping. {}",
                     step + 1,
@@ -261,14 +287,15 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
                     parts[1],
                     parts[2],
                     config.data.train.display(),
-                    source_lines(&examples),
+                    lines,
                     last_good(out, step)
-                );
-            }
-            for (s, p) in sums.iter_mut().zip(parts) {
+                ),
+            };
+            for (s, p) in sums.iter_mut().zip(share.sums) {
                 *s += p;
             }
-            grads.accumulate(&model, &objective.backward());
+            tokens += share.tokens;
+            grads.merge(share.grads);
         }
         let grad_norm = grads.global_norm();
         if !grad_norm.is_finite() {
@@ -362,6 +389,61 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
         eval: last_eval,
         saved,
     })
+}
+
+/// What one worker's micro-batches of a step add up to.
+struct Share {
+    /// Summed total, rank and fine-tune losses of its queries.
+    sums: [f32; 3],
+    tokens: usize,
+    grads: GradientBuffer,
+}
+
+/// A micro-batch whose loss is not finite: its parts and the data lines it came from.
+struct NonFinite {
+    parts: [f32; 3],
+    lines: String,
+}
+
+/// Forward and backward over `micro_batches` (query indices) on `model`'s device, accumulating
+/// the gradients of each micro-batch's share of the step's mean loss.
+fn accumulate_share(
+    model: &Llama,
+    micro_batches: &[&[usize]],
+    train_set: &[Option<TokenizedExample>],
+    config: &TrainConfig,
+) -> Result<Share, NonFinite> {
+    let mut share = Share {
+        sums: [0.0; 3],
+        tokens: 0,
+        grads: GradientBuffer::default(),
+    };
+    for chunk in micro_batches {
+        let examples: Vec<&TokenizedExample> = chunk
+            .iter()
+            .map(|&i| {
+                train_set[i]
+                    .as_ref()
+                    .expect("the round sampled every query of its steps")
+            })
+            .collect();
+        let batch = RankBatch::new(&examples);
+        share.tokens += batch.real_tokens();
+        let loss = batch_loss(model, &batch, config);
+        let objective = loss.total.clone().sum() / config.train.queries_per_step as f32;
+        let parts = read_sums([&loss.total, &loss.rank, &loss.ft]);
+        if parts.iter().any(|x| !x.is_finite()) {
+            return Err(NonFinite {
+                parts,
+                lines: source_lines(&examples),
+            });
+        }
+        for (s, p) in share.sums.iter_mut().zip(parts) {
+            *s += p;
+        }
+        share.grads.accumulate(model, &objective.backward());
+    }
+    Ok(share)
 }
 
 fn eval_line(step: usize, result: EvalResult) -> serde_json::Value {

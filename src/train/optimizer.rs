@@ -27,6 +27,21 @@ impl GradientBuffer {
         model.visit(&mut visitor);
     }
 
+    /// Adds the gradients another device computed (moved to this buffer's device first).
+    pub fn merge(&mut self, other: GradientBuffer) {
+        if self.grads.is_empty() {
+            self.grads = other.grads;
+            return;
+        }
+        if other.grads.is_empty() {
+            return;
+        }
+        let device = self.grads[0].device();
+        for (sum, g) in self.grads.iter_mut().zip(other.grads) {
+            *sum = sum.clone() + g.to_device(&device);
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.grads.is_empty()
     }
