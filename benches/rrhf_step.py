@@ -121,20 +121,26 @@ def main():
     input_ids, labels, rewards = input_ids.to(device), labels.to(device), rewards.to(device)
 
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    times, losses = [], []
+    phases, losses = [], []
     for _ in range(args.steps + 1):  # the first is a warm-up
         sync()
         start = time.perf_counter()
         loss = rrhf_loss(model, input_ids, labels, rewards)
+        losses.append(loss.item())
+        forward = time.perf_counter() - start
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        sync()
+        backward = time.perf_counter() - start - forward
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
         sync()
-        times.append(time.perf_counter() - start)
-    timed = sorted(times[1:])
-    median = timed[len(timed) // 2]
+        total = time.perf_counter() - start
+        phases.append((forward, backward, total - forward - backward))
+    timed = phases[1:]
+    median = lambda f: sorted(f(p) for p in timed)[len(timed) // 2]
+    step_seconds = [sum(p) for p in timed]
+    step = median(sum)
     tokens = args.queries * args.k * args.t
     peak, measure = peak_memory_mib(device)
     device_name = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU (torch, {torch.get_num_threads()} threads)"
@@ -144,8 +150,10 @@ def main():
         "queries": args.queries, "k": args.k, "T": args.t, "tokens": tokens,
         "precision": "f32", "lora_rank": args.lora_rank,
         "gradient_checkpointing": args.gradient_checkpointing, "fused_head": False,
-        "step_seconds": median, "step_seconds_all": timed,
-        "tokens_per_sec": tokens / median,
+        "step_seconds": step, "step_seconds_all": step_seconds,
+        "forward_seconds": median(lambda p: p[0]), "backward_seconds": median(lambda p: p[1]),
+        "optimizer_seconds": median(lambda p: p[2]),
+        "tokens_per_sec": tokens / step,
         "peak_mem_mib": peak, "peak_mem_measure": measure,
         "first_loss": losses[0], "loss": losses[-1],
     }, sort_keys=True))

@@ -297,25 +297,33 @@ pub fn step(args: &StepBench) -> Result<()> {
         weight_decay: t.weight_decay,
     });
     let mut grads = GradientBuffer::default();
-    let mut times = Vec::new();
     let mut losses = Vec::new();
+    // Each phase ends in a read from the device, so on a queued device (wgpu) its time is its
+    // own: the trainer reads the loss before the backward pass too.
+    let mut phases: Vec<[f64; 3]> = Vec::new();
     for _ in 0..=args.steps {
         let start = Instant::now();
         let out = rrhf_loss(&model, &batch, &loss_config);
         let objective = out.total.sum() / args.queries as f32;
-        grads.accumulate(&model, &objective.clone().backward());
+        losses.push(objective.clone().into_scalar::<f32>());
+        let forward = start.elapsed().as_secs_f64();
+        grads.accumulate(&model, &objective.backward());
         let norm = grads.global_norm();
+        let backward = start.elapsed().as_secs_f64() - forward;
         let clip = (1.0 / norm.max(1.0)).min(1.0);
         model = optimizer.step(model, &grads, t.lr, clip);
         grads.clear();
-        losses.push(objective.into_scalar::<f32>());
-        // Reading the last moment waits for the whole update on a queued device.
         let _: f32 = optimizer.second.last().unwrap().clone().sum().into_scalar();
-        times.push(start.elapsed().as_secs_f64());
+        let total = start.elapsed().as_secs_f64();
+        phases.push([forward, backward, total - forward - backward]);
     }
-    let timed = &mut times[1..];
-    timed.sort_by(f64::total_cmp);
-    let median = timed[timed.len() / 2];
+    let median = |f: &dyn Fn(&[f64; 3]) -> f64| {
+        let mut v: Vec<f64> = phases[1..].iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let step_seconds: Vec<f64> = phases[1..].iter().map(|p| p.iter().sum()).collect();
+    let median_step = median(&|p| p.iter().sum());
     let tokens = args.queries * args.k * args.t;
     let trainable: usize = optimizer.first.iter().map(|m| m.dims()[0]).sum();
     let (peak, measure) = peak_memory(&selected.device);
@@ -329,8 +337,10 @@ pub fn step(args: &StepBench) -> Result<()> {
             "precision": "f32", "lora_rank": args.lora_rank,
             "gradient_checkpointing": args.gradient_checkpointing,
             "fused_head": !args.unfused_head,
-            "step_seconds": median, "step_seconds_all": timed.to_vec(),
-            "tokens_per_sec": tokens as f64 / median,
+            "step_seconds": median_step, "step_seconds_all": step_seconds,
+            "forward_seconds": median(&|p| p[0]), "backward_seconds": median(&|p| p[1]),
+            "optimizer_seconds": median(&|p| p[2]),
+            "tokens_per_sec": tokens as f64 / median_step,
             "peak_mem_mib": peak as f64 / MIB, "peak_mem_measure": measure,
             "first_loss": losses[0], "loss": losses[args.steps],
         })
