@@ -91,6 +91,7 @@ def main():
     ap.add_argument("--queries", type=int, default=1)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--lora-rank", type=int)
+    ap.add_argument("--lora-dropout", type=float, default=0.0)
     ap.add_argument("--gradient-checkpointing", action="store_true")
     args = ap.parse_args()
 
@@ -107,7 +108,7 @@ def main():
             LoraConfig(
                 r=args.lora_rank,
                 lora_alpha=16,
-                lora_dropout=0.05,
+                lora_dropout=args.lora_dropout,
                 target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
                 task_type="CAUSAL_LM",
             ),
@@ -149,6 +150,7 @@ def main():
         "model": args.model, "params": params, "trainable_params": sum(p.numel() for p in trainable),
         "queries": args.queries, "k": args.k, "T": args.t, "tokens": tokens,
         "precision": "f32", "lora_rank": args.lora_rank,
+        "lora_dropout": args.lora_dropout if args.lora_rank else None,
         "gradient_checkpointing": args.gradient_checkpointing, "fused_head": False,
         "step_seconds": step, "step_seconds_all": step_seconds,
         "forward_seconds": median(lambda p: p[0]), "backward_seconds": median(lambda p: p[1]),

@@ -244,6 +244,9 @@ pub struct StepBench {
     /// Train LoRA adapters of this rank on every projection instead of all weights.
     #[arg(long)]
     pub lora_rank: Option<usize>,
+    /// Dropout on the adapters' input (`[lora]`'s default, PEFT's too).
+    #[arg(long, default_value_t = LoraConfig::default().dropout)]
+    pub lora_dropout: f64,
     #[arg(long)]
     pub gradient_checkpointing: bool,
     /// The plain head (`[S, T, V]` logits) instead of the fused one.
@@ -273,6 +276,7 @@ pub fn step(args: &StepBench) -> Result<()> {
         Some(rank) => {
             let lora = LoraConfig {
                 rank,
+                dropout: args.lora_dropout,
                 ..Default::default()
             };
             if let Some((field, why)) = lora.invalid() {
@@ -335,6 +339,7 @@ pub fn step(args: &StepBench) -> Result<()> {
             "params": config.num_parameters(), "trainable_params": trainable,
             "queries": args.queries, "k": args.k, "T": args.t, "tokens": tokens,
             "precision": "f32", "lora_rank": args.lora_rank,
+            "lora_dropout": args.lora_rank.map(|_| args.lora_dropout),
             "gradient_checkpointing": args.gradient_checkpointing,
             "fused_head": !args.unfused_head,
             "step_seconds": median_step, "step_seconds_all": step_seconds,

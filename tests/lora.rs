@@ -8,7 +8,9 @@ use std::path::Path;
 use std::process::Command;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use common::{fixture, read_safetensors, scratch, test_devices};
+use common::{
+    deterministic, fixture, metrics, read_safetensors, scratch, test_devices, train_devices,
+};
 use rrhf::checkpoint::{SaveDtype, load_model, save_model};
 use rrhf::device::DeviceChoice;
 use rrhf::model::Llama;
@@ -162,32 +164,9 @@ fn lora_config(out: &Path, device: &DeviceChoice, extra: &[&str]) -> TrainConfig
     TrainConfig::load(Path::new("configs/tiny-test.toml"), &set).unwrap()
 }
 
-fn metric_lines(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: Value = serde_json::from_str(l).unwrap();
-            let o = v.as_object_mut().unwrap();
-            o.remove("tokens_per_sec");
-            o.remove("step_seconds");
-            v
-        })
-        .collect()
-}
-
 #[test]
 fn lora_run_trains_only_the_adapters_and_resumes_exactly() {
-    let devices: Vec<DeviceChoice> = test_devices()
-        .iter()
-        .map(|d| {
-            if d.is_wgpu {
-                DeviceChoice::WgpuCpu
-            } else {
-                DeviceChoice::Cpu
-            }
-        })
-        .collect();
+    let devices = train_devices();
     let host = Device::flex();
     let base = load_model(&fixture("tiny-gqa"), &host).unwrap();
     for device in devices {
@@ -205,7 +184,7 @@ fn lora_run_trains_only_the_adapters_and_resumes_exactly() {
             },
         )
         .unwrap();
-        let evals: Vec<f64> = metric_lines(&whole)
+        let evals: Vec<f64> = deterministic(metrics(&whole))
             .iter()
             .filter_map(|v| v["eval_loss"].as_f64())
             .collect();
@@ -254,8 +233,8 @@ fn lora_run_trains_only_the_adapters_and_resumes_exactly() {
         )
         .unwrap();
         assert_eq!(
-            metric_lines(&whole),
-            metric_lines(&split),
+            deterministic(metrics(&whole)),
+            deterministic(metrics(&split)),
             "{device}: resumed run differs"
         );
     }

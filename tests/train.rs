@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::scratch;
+use common::{deterministic, metrics, scratch, step_figures, train_devices as devices};
 use rrhf::device::DeviceChoice;
 use rrhf::train::{RunOptions, TrainConfig, train};
 use serde_json::Value;
@@ -22,40 +22,6 @@ fn config(out: &Path, device: &DeviceChoice, extra: &[&str]) -> TrainConfig {
     ];
     set.extend(extra.iter().map(|s| s.to_string()));
     TrainConfig::load(Path::new(CONFIG), &set).unwrap()
-}
-
-fn devices() -> Vec<DeviceChoice> {
-    common::test_devices()
-        .iter()
-        .map(|d| {
-            if d.is_wgpu {
-                DeviceChoice::WgpuCpu
-            } else {
-                DeviceChoice::Cpu
-            }
-        })
-        .collect()
-}
-
-fn metrics(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// The metrics that must repeat exactly: everything but the wall-clock figures.
-fn deterministic(lines: Vec<Value>) -> Vec<Value> {
-    lines
-        .into_iter()
-        .map(|mut v| {
-            let o = v.as_object_mut().unwrap();
-            o.remove("tokens_per_sec");
-            o.remove("step_seconds");
-            v
-        })
-        .collect()
 }
 
 #[test]
@@ -431,16 +397,7 @@ fn gradient_checkpointing_takes_the_same_steps() {
                 },
             )
             .unwrap();
-            metrics(&out)
-                .into_iter()
-                .filter(|v| v.get("loss").is_some())
-                .map(|v| {
-                    (
-                        v["loss"].as_f64().unwrap(),
-                        v["grad_norm"].as_f64().unwrap(),
-                    )
-                })
-                .collect::<Vec<_>>()
+            step_figures(&out)
         };
         for lora in [false, true] {
             let (plain, recomputed) = (run(false, lora), run(true, lora));
@@ -503,23 +460,17 @@ fn data_parallel_takes_the_same_steps() {
             },
         )
         .unwrap();
-        metrics(&out)
-            .into_iter()
-            .filter(|v| v.get("loss").is_some())
-            .map(|v| {
-                (
-                    v["loss"].as_f64().unwrap(),
-                    v["grad_norm"].as_f64().unwrap(),
-                    v["tokens"].as_u64().unwrap(),
-                )
-            })
-            .collect::<Vec<_>>()
+        let tokens: Vec<u64> = metrics(&out)
+            .iter()
+            .filter_map(|v| v["tokens"].as_u64())
+            .collect();
+        (step_figures(&out), tokens)
     };
-    let single = run("train.data_parallel=[]");
-    let shared = run(&format!("train.data_parallel=[{:?}]", second.to_string()));
+    let (single, single_tokens) = run("train.data_parallel=[]");
+    let (shared, shared_tokens) = run(&format!("train.data_parallel=[{:?}]", second.to_string()));
     assert_eq!(single.len(), 3);
+    assert_eq!(single_tokens, shared_tokens, "tokens per step");
     for (a, b) in single.iter().zip(&shared) {
-        assert_eq!(a.2, b.2, "tokens per step");
         assert!(
             (a.0 - b.0).abs() <= 1e-5 * a.0.abs() && (a.1 - b.1).abs() <= 1e-5 * a.1.abs(),
             "(loss, grad norm) {a:?} on one device, {b:?} shared with {second}"

@@ -48,7 +48,9 @@ impl Default for LoraConfig {
         Self {
             rank: 8,
             alpha: 16.0,
-            dropout: 0.05,
+            // PEFT's default. Dropout costs a random mask per projection input: on burn's CPU
+            // backend that is 40% of a LoRA step's time (SmolLM2, 1152 tokens: 6 s of 16).
+            dropout: 0.0,
             target_modules: LORA_TARGETS.iter().map(|s| s.to_string()).collect(),
         }
     }

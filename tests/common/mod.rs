@@ -27,6 +27,56 @@ pub fn test_devices() -> Vec<SelectedDevice> {
     out
 }
 
+/// The devices to train on, as `train.device` choices (see `test_devices`).
+pub fn train_devices() -> Vec<DeviceChoice> {
+    test_devices()
+        .iter()
+        .map(|d| {
+            if d.is_wgpu {
+                DeviceChoice::WgpuCpu
+            } else {
+                DeviceChoice::Cpu
+            }
+        })
+        .collect()
+}
+
+/// The lines of a run's metrics.jsonl.
+pub fn metrics(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The metrics that must repeat exactly: everything but the wall-clock figures.
+pub fn deterministic(lines: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
+    lines
+        .into_iter()
+        .map(|mut v| {
+            let o = v.as_object_mut().unwrap();
+            o.remove("tokens_per_sec");
+            o.remove("step_seconds");
+            v
+        })
+        .collect()
+}
+
+/// `(loss, grad_norm)` of each logged step of a run.
+pub fn step_figures(dir: &Path) -> Vec<(f64, f64)> {
+    metrics(dir)
+        .into_iter()
+        .filter(|v| v.get("loss").is_some())
+        .map(|v| {
+            (
+                v["loss"].as_f64().unwrap(),
+                v["grad_norm"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// All tensors of a safetensors file as (shape, f64 values).
 pub fn read_safetensors(path: &Path) -> HashMap<String, (Vec<usize>, Vec<f64>)> {
     let bytes = std::fs::read(path).unwrap();
