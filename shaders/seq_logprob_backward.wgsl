@@ -25,13 +25,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     }
     let g = grad_seq[row / info[3]] * mask[row];
     let row_lse = lse[row];
-    let t = u32(clamp(targets[row], 0, i32(vocab) - 1));
+    // Compared as given, not clamped: a target outside this vocabulary (the fused head passes
+    // each vocabulary chunk with the targets shifted to it) matches no column.
+    let t = targets[row];
     let base = row * vocab;
     for (var v = lid.x; v < vocab; v = v + WG) {
         var d = 0.0;
         if (g != 0.0) {
             d = -g * exp(logits[base + v] - row_lse);
-            if (v == t) {
+            if (i32(v) == t) {
                 d = d + g;
             }
         }

@@ -264,7 +264,14 @@ impl RrhfKernels for Flex {
         mask: FloatTensor<Self>,
         chunk: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        fused_head::forward_on::<Self>(hidden, weight, targets, mask, chunk)
+        fused_head::forward_on::<Self>(
+            hidden,
+            weight,
+            targets,
+            mask,
+            chunk,
+            fused_head::RowOps::BurnOps,
+        )
     }
 
     fn fused_head_backward(
@@ -286,6 +293,7 @@ impl RrhfKernels for Flex {
             grad,
             chunk,
             weight_grad,
+            fused_head::RowOps::BurnOps,
         )
     }
 }

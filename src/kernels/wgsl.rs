@@ -249,7 +249,14 @@ impl RrhfKernels for CubeBackend {
         mask: FloatTensor<Self>,
         chunk: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        fused_head::forward_on::<Self>(hidden, weight, targets, mask, chunk)
+        fused_head::forward_on::<Self>(
+            hidden,
+            weight,
+            targets,
+            mask,
+            chunk,
+            fused_head::RowOps::Kernels,
+        )
     }
 
     fn fused_head_backward(
@@ -271,6 +278,7 @@ impl RrhfKernels for CubeBackend {
             grad,
             chunk,
             weight_grad,
+            fused_head::RowOps::Kernels,
         )
     }
 }
