@@ -92,13 +92,16 @@ def main():
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--lora-rank", type=int)
     ap.add_argument("--lora-dropout", type=float, default=0.0)
-    ap.add_argument("--gradient-checkpointing", action="store_true")
+    # transformers checkpoints by decoder layer only: the same as `rrhf bench step
+    # --gradient-checkpointing layer`.
+    ap.add_argument("--gradient-checkpointing", choices=["off", "layer"], default="off")
     args = ap.parse_args()
 
     device = args.device
     model = load_model(args.model, device)
     params = sum(p.numel() for p in model.parameters())
-    if args.gradient_checkpointing:
+    checkpointing = args.gradient_checkpointing == "layer"
+    if checkpointing:
         model.gradient_checkpointing_enable()
     if args.lora_rank:
         from peft import LoraConfig, get_peft_model
@@ -113,7 +116,7 @@ def main():
                 task_type="CAUSAL_LM",
             ),
         )
-        if args.gradient_checkpointing:
+        if checkpointing:
             model.enable_input_require_grads()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=2e-5, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)

@@ -25,9 +25,11 @@ use crate::kernels::{
     fused_sequence_logprob, reference, seq_logprob_with_lse, sequence_logprob,
     sequence_logprob_backward,
 };
-use crate::loss::{LossConfig, rrhf_loss};
-use crate::model::{Llama, LlamaConfig, LoraConfig};
+use crate::loss::{LossConfig, rrhf_loss_of};
+use crate::model::{Llama, LlamaConfig, LoraConfig, Precision};
+use crate::train::checkpointing::{Checkpointing, loss_forward};
 use crate::train::config::TrainSection;
+use crate::train::loss_scale::INITIAL_SCALE;
 use crate::train::optimizer::{AdamW, AdamWConfig, GradientBuffer};
 
 const MIB: f64 = (1 << 20) as f64;
@@ -212,13 +214,6 @@ fn bench_head(selected: &SelectedDevice, args: &KernelBench) {
     );
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Precision {
-    F32,
-    F16,
-    Bf16,
-}
-
 /// One RRHF step's shape and settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StepBench {
@@ -247,30 +242,33 @@ pub struct StepBench {
     /// Dropout on the adapters' input (`[lora]`'s default, PEFT's too).
     #[arg(long, default_value_t = LoraConfig::default().dropout)]
     pub lora_dropout: f64,
-    #[arg(long)]
-    pub gradient_checkpointing: bool,
+    /// `layer`: keep each decoder layer's input and recompute it in the backward pass; `ops`:
+    /// burn's balanced checkpointing of the elementwise ops.
+    #[arg(long, value_enum, default_value = "off")]
+    pub gradient_checkpointing: Checkpointing,
     /// The plain head (`[S, T, V]` logits) instead of the fused one.
     #[arg(long)]
     pub unfused_head: bool,
 }
 
 pub fn step(args: &StepBench) -> Result<()> {
-    if args.precision != Precision::F32 {
-        bail!(
-            "--precision {:?}: mixed precision is not implemented yet; rrhf computes in f32",
-            args.precision
-        );
-    }
     if args.k < 2 || args.t < 4 || args.queries == 0 || args.steps == 0 {
         bail!("--k must be at least 2, --t at least 4, --queries and --steps at least 1");
     }
     let selected = select(&args.device)?;
     eprintln!("device: {}", selected.description);
-    let device = match args.gradient_checkpointing {
-        true => selected.device.clone().autodiff().gradient_checkpointing(),
-        false => selected.device.clone().autodiff(),
-    };
-    let model = bench_model(&args.model, &device)?;
+    let device = args
+        .gradient_checkpointing
+        .training_device(&selected.device);
+    if !args.precision.runs_on(&device) {
+        bail!(
+            "--precision {}: {} has no arithmetic in it",
+            args.precision.name(),
+            selected.description
+        );
+    }
+    let mut model = bench_model(&args.model, &device)?;
+    model.precision = args.precision;
     let config = model.config.clone();
     let mut model = match args.lora_rank {
         Some(rank) => {
@@ -302,20 +300,31 @@ pub fn step(args: &StepBench) -> Result<()> {
     });
     let mut grads = GradientBuffer::default();
     let mut losses = Vec::new();
+    // The trainer's f16 loss scaling, whose multiply and divide are part of the step's cost.
+    let loss_scale = match args.precision {
+        Precision::F16 => INITIAL_SCALE,
+        _ => 1.0,
+    };
     // Each phase ends in a read from the device, so on a queued device (wgpu) its time is its
     // own: the trainer reads the loss before the backward pass too.
     let mut phases: Vec<[f64; 3]> = Vec::new();
     for _ in 0..=args.steps {
         let start = Instant::now();
-        let out = rrhf_loss(&model, &batch, &loss_config);
-        let objective = out.total.sum() / args.queries as f32;
+        let out = loss_forward(
+            &model,
+            &batch.sequences,
+            args.gradient_checkpointing,
+            |hidden| rrhf_loss_of(&model, &batch, &loss_config, hidden),
+        );
+        let objective = out.loss.total.clone().sum() / args.queries as f32;
         losses.push(objective.clone().into_scalar::<f32>());
+        let objective = objective * loss_scale;
         let forward = start.elapsed().as_secs_f64();
-        grads.accumulate(&model, &objective.backward());
-        let norm = grads.global_norm();
+        out.backward(&model, objective, &mut grads);
+        let norm = grads.global_norm() / loss_scale;
         let backward = start.elapsed().as_secs_f64() - forward;
         let clip = (1.0 / norm.max(1.0)).min(1.0);
-        model = optimizer.step(model, &grads, t.lr, clip);
+        model = optimizer.step(model, &grads, t.lr, clip / loss_scale);
         grads.clear();
         let _: f32 = optimizer.second.last().unwrap().clone().sum().into_scalar();
         let total = start.elapsed().as_secs_f64();
@@ -338,7 +347,7 @@ pub fn step(args: &StepBench) -> Result<()> {
             "model": args.model.display().to_string(),
             "params": config.num_parameters(), "trainable_params": trainable,
             "queries": args.queries, "k": args.k, "T": args.t, "tokens": tokens,
-            "precision": "f32", "lora_rank": args.lora_rank,
+            "precision": args.precision.name(), "lora_rank": args.lora_rank,
             "lora_dropout": args.lora_rank.map(|_| args.lora_dropout),
             "gradient_checkpointing": args.gradient_checkpointing,
             "fused_head": !args.unfused_head,

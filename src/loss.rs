@@ -103,9 +103,21 @@ pub struct RrhfLoss {
 }
 
 pub fn rrhf_loss(model: &Llama, batch: &RankBatch, config: &LossConfig) -> RrhfLoss {
+    rrhf_loss_of(model, batch, config, final_hidden(model, &batch.sequences))
+}
+
+/// [`rrhf_loss`] from the batch's final hidden states `[S, T, d]` (the decoder's output after
+/// its last norm), however they were computed: layer checkpointing (`train::layer_checkpointing`)
+/// builds them on a leaf of its own.
+pub fn rrhf_loss_of(
+    model: &Llama,
+    batch: &RankBatch,
+    config: &LossConfig,
+    hidden: Tensor<3>,
+) -> RrhfLoss {
     let device = model.device();
     let q = batch.queries;
-    let logprob_sums = sequence_logprobs(model, &batch.sequences, config.head_path()).0;
+    let logprob_sums = sequence_logprobs_of(model, &batch.sequences, config.head_path(), hidden).0;
 
     let lengths: Vec<f32> = batch
         .response_lens
@@ -144,9 +156,20 @@ pub fn rrhf_loss(model: &Llama, batch: &RankBatch, config: &LossConfig) -> RrhfL
 /// A reward model's loss: `kind` (Bradley-Terry `logistic`, or RRHF's `hinge`) summed over the
 /// pairs with r_i < r_j of each query, on the model's scalar scores of query + response.
 pub fn reward_model_loss(model: &Llama, batch: &RankBatch, kind: PairLoss) -> RrhfLoss {
+    reward_model_loss_of(model, batch, kind, final_hidden(model, &batch.sequences))
+}
+
+/// [`reward_model_loss`] from the batch's final hidden states `[S, T, d]`.
+pub fn reward_model_loss_of(
+    model: &Llama,
+    batch: &RankBatch,
+    kind: PairLoss,
+    hidden: Tensor<3>,
+) -> RrhfLoss {
     let device = model.device();
     let q = batch.queries;
-    let scores = scores_by_slot(sequence_rewards(model, &batch.sequences), batch, &device);
+    let rewards = model.rewards_of(hidden, &batch.sequences.key_valid);
+    let scores = scores_by_slot(rewards, batch, &device);
     let rank = batch_ranking_loss(scores.clone(), batch, kind, &device);
     RrhfLoss {
         total: rank.clone(),
@@ -195,39 +218,51 @@ pub fn sequence_logprobs(
     batch: &ScoredBatch,
     head: HeadPath,
 ) -> (Tensor<1>, Tensor<1>) {
+    sequence_logprobs_of(model, batch, head, final_hidden(model, batch))
+}
+
+/// [`sequence_logprobs`] from the batch's final hidden states `[S, T, d]`.
+fn sequence_logprobs_of(
+    model: &Llama,
+    batch: &ScoredBatch,
+    head: HeadPath,
+    hidden: Tensor<3>,
+) -> (Tensor<1>, Tensor<1>) {
     let device = model.device();
     let shape = [batch.rows, batch.width];
-    let tokens = input_tokens(batch, &device);
     let targets =
         Tensor::<2, Int>::from_data(TensorData::new(batch.targets.clone(), shape), &device);
     let mask = Tensor::<2>::from_data(TensorData::new(batch.target_mask.clone(), shape), &device);
     let count = mask.clone().sum_dim(1).reshape([batch.rows]);
     let sums = match head {
-        HeadPath::Unfused => {
-            sequence_logprob(model.forward(tokens, Some(&batch.key_valid)), targets, mask)
-        }
+        HeadPath::Unfused => sequence_logprob(model.logits(hidden), targets, mask),
         HeadPath::Fused { chunk } => {
-            let ctx = AttentionContext::full_sequence(
-                model,
-                Some(&batch.key_valid),
-                batch.rows,
-                batch.width,
-                &device,
-            );
-            let hidden = model.hidden_states(tokens, &ctx, None);
             fused_sequence_logprob(hidden, model.head_rows(), targets, mask, chunk)
         }
     };
     (sums, count)
 }
 
+/// The decoder's final hidden states `[S, T, d]` of `batch`.
+pub fn final_hidden(model: &Llama, batch: &ScoredBatch) -> Tensor<3> {
+    let device = model.device();
+    let ctx = AttentionContext::full_sequence(
+        model,
+        Some(&batch.key_valid),
+        batch.rows,
+        batch.width,
+        &device,
+    );
+    model.hidden_states(input_tokens(batch, &device), &ctx, None)
+}
+
 /// A reward model's score of each sequence of `batch` `[rows]`, read at its last input token.
 pub fn sequence_rewards(model: &Llama, batch: &ScoredBatch) -> Tensor<1> {
-    model.rewards(input_tokens(batch, &model.device()), &batch.key_valid)
+    model.rewards_of(final_hidden(model, batch), &batch.key_valid)
 }
 
 /// The model inputs of `batch` as a `[rows, width]` tensor.
-fn input_tokens(batch: &ScoredBatch, device: &burn::tensor::Device) -> Tensor<2, Int> {
+pub fn input_tokens(batch: &ScoredBatch, device: &burn::tensor::Device) -> Tensor<2, Int> {
     Tensor::from_data(
         TensorData::new(batch.tokens.clone(), [batch.rows, batch.width]),
         device,

@@ -157,3 +157,37 @@ fn train_rm_ranks_held_out_responses() {
         assert!(rm.score.is_some() && rm.lm_head.is_none());
     }
 }
+
+/// A reward model reads its score off the final hidden states, so layer checkpointing cuts its
+/// backward pass at the same place as a policy's: the steps are those taken without it.
+#[test]
+fn train_rm_with_layer_checkpointing_takes_the_same_steps() {
+    let run = |checkpointing: &str| {
+        let out = scratch(&format!("train-rm-ckpt-{checkpointing}"));
+        let set = [
+            format!("output.dir={:?}", out.display().to_string()),
+            "train.device=\"cpu\"".to_string(),
+            "reward_model.pair_loss=\"logistic\"".to_string(),
+            "train.max_steps=3".to_string(),
+            format!("train.gradient_checkpointing={checkpointing}"),
+        ];
+        let config = TrainConfig::load(Path::new("configs/tiny-test.toml"), &set).unwrap();
+        train(
+            &config,
+            &RunOptions {
+                resume: None,
+                stop_after: None,
+            },
+        )
+        .unwrap();
+        common::step_figures(&out)
+    };
+    let (plain, layered) = (run("off"), run("layer"));
+    assert_eq!(plain.len(), 3);
+    for (a, b) in plain.iter().zip(&layered) {
+        assert!(
+            (a.0 - b.0).abs() <= 1e-5 * a.0.abs() && (a.1 - b.1).abs() <= 1e-5 * a.1.abs(),
+            "(loss, grad norm) {a:?} without checkpointing, {b:?} by layer"
+        );
+    }
+}

@@ -12,6 +12,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::config::LlamaConfig;
 use super::lora::{AdapterInfo, Projection};
+use super::precision::Precision;
 use super::rope::{Rope, RopeTables};
 
 /// Added to attention scores that must not be attended to. Finite, so a row with every key
@@ -60,6 +61,9 @@ pub struct Llama {
     /// Set when LoRA adapters sit beside the projections (`lora.rs`).
     #[module(skip)]
     pub adapter: Option<AdapterInfo>,
+    /// What the projections' matmuls compute in (`precision.rs`); the weights are f32.
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 /// Everything attention needs besides the hidden states: rotary tables for the new tokens and
@@ -70,6 +74,7 @@ pub struct AttentionContext {
     causal: Tensor<4>,
     /// `[B, 1, 1, Tk]`: 0 for real keys, `MASKED` for padding.
     padding: Option<Tensor<4>>,
+    precision: Precision,
 }
 
 impl AttentionContext {
@@ -102,6 +107,7 @@ impl AttentionContext {
             rope: model.rope.tables(positions, batch, q_len, device),
             causal: Tensor::from_data(TensorData::new(causal, [1, 1, q_len, k_len]), device),
             padding,
+            precision: model.precision,
         }
     }
 
@@ -176,9 +182,10 @@ impl Attention {
         let [b, t, _] = x.dims();
         let (h, kv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
-        let q = ctx.rope.apply(heads(self.q_proj.forward(x.clone()), h));
-        let k = ctx.rope.apply(heads(self.k_proj.forward(x.clone()), kv));
-        let v = heads(self.v_proj.forward(x), kv);
+        let p = ctx.precision;
+        let q = ctx.rope.apply(heads(self.q_proj.forward(x.clone(), p), h));
+        let k = ctx.rope.apply(heads(self.k_proj.forward(x.clone(), p), kv));
+        let v = heads(self.v_proj.forward(x, p), kv);
         let (k, v) = match cache {
             Some((cache, layer)) => cache.append(layer, k, v),
             None => (k, v),
@@ -200,19 +207,19 @@ impl Attention {
             .reshape([b, h, t, hd])
             .swap_dims(1, 2)
             .reshape([b, t, h * hd]);
-        self.o_proj.forward(out)
+        self.o_proj.forward(out, p)
     }
 }
 
 impl Mlp {
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+    fn forward(&self, x: Tensor<3>, p: Precision) -> Tensor<3> {
+        let gate = silu(self.gate_proj.forward(x.clone(), p));
+        self.down_proj.forward(gate * self.up_proj.forward(x, p), p)
     }
 }
 
 impl DecoderLayer {
-    fn forward(
+    pub fn forward(
         &self,
         x: Tensor<3>,
         ctx: &AttentionContext,
@@ -222,7 +229,10 @@ impl DecoderLayer {
             + self
                 .self_attn
                 .forward(self.input_layernorm.forward(x), ctx, cache);
-        x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
+        x.clone()
+            + self
+                .mlp
+                .forward(self.post_attention_layernorm.forward(x), ctx.precision)
     }
 }
 

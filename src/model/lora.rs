@@ -17,6 +17,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::llama::{DecoderLayer, Llama};
+use super::precision::Precision;
 
 /// The projections LoRA can target, by their checkpoint names.
 pub const LORA_TARGETS: [&str; 7] = [
@@ -122,11 +123,24 @@ impl From<Linear> for Projection {
 }
 
 impl Projection {
-    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        match &self.lora {
-            None => self.base.forward(x),
-            Some(lora) => self.base.forward(x.clone()) + lora.forward(x),
+    /// `x · W (+ bias) (+ the adapter's update)`, the matmuls in `precision`.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>, precision: Precision) -> Tensor<D> {
+        let base = &self.base;
+        let mut y = match precision {
+            // burn's own, so the f32 path is exactly what it was.
+            Precision::F32 => base.forward(x.clone()),
+            _ => {
+                let y = precision.matmul(x.clone(), base.weight.val());
+                match &base.bias {
+                    Some(bias) => y + bias.val().unsqueeze(),
+                    None => y,
+                }
+            }
+        };
+        if let Some(lora) = &self.lora {
+            y = y + lora.forward(x, precision);
         }
+        y
     }
 
     /// `[in, out]`
@@ -150,9 +164,9 @@ impl Projection {
 }
 
 impl Lora {
-    fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let low = self.dropout.forward(x).matmul(self.a.val().unsqueeze());
-        low.matmul(self.b.val().unsqueeze()) * self.scale
+    fn forward<const D: usize>(&self, x: Tensor<D>, precision: Precision) -> Tensor<D> {
+        let low = precision.matmul(self.dropout.forward(x), self.a.val());
+        precision.matmul(low, self.b.val()) * self.scale
     }
 
     /// Adapter weights as stored (`a` `[in, r]`, `b` `[r, out]`), trainable.

@@ -3,6 +3,7 @@
 mod config;
 mod llama;
 mod lora;
+mod precision;
 mod reward;
 mod rope;
 mod weights;
@@ -10,6 +11,7 @@ mod weights;
 pub use config::{LlamaConfig, ModelHead, RopeScaling};
 pub use llama::{Attention, AttentionContext, DecoderLayer, KvCache, Llama, Mlp};
 pub use lora::{AdapterInfo, LORA_TARGETS, Lora, LoraConfig, Projection};
+pub use precision::Precision;
 pub use rope::{Rope, RopeTables};
 pub use weights::{HostTensor, WeightSource, checkpoint_tensors};
 

@@ -12,22 +12,19 @@ use burn::tensor::{Int, Tensor, TensorData};
 use rand::SeedableRng;
 
 use super::config::ModelHead;
-use super::llama::{AttentionContext, Llama};
+use super::llama::Llama;
 use super::weights::small_normal;
 
 impl Llama {
-    /// One reward per row `[B]` of a right-padded batch `tokens` `[B, T]`, read at the last column
-    /// that `key_valid` (`[B, T]`) marks as a real token.
-    pub fn rewards(&self, tokens: Tensor<2, Int>, key_valid: &[bool]) -> Tensor<1> {
+    /// One reward per row `[B]` of a right-padded batch, read from its final hidden states
+    /// `hidden` `[B, T, d]` at the last column that `key_valid` (`[B, T]`) marks as a real token.
+    pub fn rewards_of(&self, hidden: Tensor<3>, key_valid: &[bool]) -> Tensor<1> {
         let score = self
             .score
             .as_ref()
-            .expect("rewards() needs a reward model (a score head)");
-        let [b, t] = tokens.dims();
-        let device = tokens.device();
-        let ctx = AttentionContext::full_sequence(self, Some(key_valid), b, t, &device);
-        let hidden = self.hidden_states(tokens, &ctx, None);
-        let d = hidden.dims()[2];
+            .expect("rewards_of() needs a reward model (a score head)");
+        let [b, t, d] = hidden.dims();
+        let device = hidden.device();
         let last: Vec<i64> = key_valid
             .chunks(t)
             .enumerate()

@@ -11,6 +11,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use super::config::{LlamaConfig, ModelHead};
 use super::llama::{Attention, DecoderLayer, Llama, Mlp};
 use super::lora::Projection;
+use super::precision::Precision;
 use super::rope::Rope;
 
 /// A tensor on the host in f32, with its checkpoint shape (row-major).
@@ -214,6 +215,7 @@ impl Llama {
             config,
             rope,
             adapter: None,
+            precision: Precision::F32,
         })
     }
 

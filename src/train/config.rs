@@ -10,10 +10,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use super::checkpointing::Checkpointing;
+use super::loss_scale::INITIAL_SCALE;
 use crate::device::DeviceChoice;
 use crate::kernels::PairLoss;
 use crate::loss::LossConfig;
-use crate::model::LoraConfig;
+use crate::model::{LoraConfig, Precision};
 use crate::sampling::ResponsePolicy;
 use crate::tokenizer::TemplateMode;
 
@@ -149,10 +151,15 @@ pub struct TrainSection {
     /// these in turn, each computes its gradients on its own copy of the weights, and the
     /// gradients are summed on `device`, which makes the update.
     pub data_parallel: Vec<DeviceChoice>,
-    /// Recompute cheap (memory-bound) activations in the backward pass instead of keeping them:
-    /// burn's balanced gradient checkpointing, which keeps the outputs of compute-bound ops
-    /// (matmuls, the kernels) and recomputes the elementwise ones around them.
-    pub gradient_checkpointing: bool,
+    /// Recompute activations in the backward pass instead of keeping them: `layer` (or `true`)
+    /// keeps only each decoder layer's input, `ops` recomputes the elementwise ops (see
+    /// `checkpointing.rs`).
+    pub gradient_checkpointing: Checkpointing,
+    /// `f32`, or mixed precision: `f16` / `bf16` matmuls on f32 weights (`model/precision.rs`).
+    pub precision: Precision,
+    /// The starting loss scale of `f16` training (dynamic: halved on overflow, doubled after
+    /// 2000 clean updates).
+    pub loss_scale: f32,
 }
 
 impl Default for TrainSection {
@@ -174,7 +181,9 @@ impl Default for TrainSection {
             seed: 42,
             device: DeviceChoice::Auto,
             data_parallel: vec![],
-            gradient_checkpointing: false,
+            gradient_checkpointing: Checkpointing::Off,
+            precision: Precision::F32,
+            loss_scale: INITIAL_SCALE,
         }
     }
 }
@@ -243,6 +252,9 @@ impl TrainConfig {
         if !(t.lr.is_finite() && t.lr >= 0.0) {
             return bad("train.lr", "must be a non-negative number");
         }
+        if !(t.loss_scale.is_finite() && t.loss_scale >= 1.0) {
+            return bad("train.loss_scale", "must be a number of at least 1");
+        }
         if !(0.0..1.0).contains(&t.warmup_ratio) {
             return bad("train.warmup_ratio", "must be in [0, 1)");
         }
@@ -281,6 +293,13 @@ impl TrainConfig {
             }
             if let Some((field, why)) = lora.invalid() {
                 return bad(&format!("lora.{field}"), &why);
+            }
+            if lora.dropout > 0.0 && t.gradient_checkpointing == Checkpointing::Layer {
+                return bad(
+                    "lora.dropout",
+                    "must be 0 with train.gradient_checkpointing = \"layer\": the recomputed \
+                     layers would draw new dropout masks (use \"ops\" checkpointing instead)",
+                );
             }
         }
         if let Some(online) = &self.online {

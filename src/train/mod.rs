@@ -3,7 +3,9 @@
 //! gradients of the RRHF loss, clip them by their global norm, apply AdamW at the scheduled
 //! learning rate, and log, evaluate and checkpoint on their schedules.
 
+pub mod checkpointing;
 pub mod config;
+pub mod loss_scale;
 pub mod online;
 pub mod optimizer;
 pub mod schedule;
@@ -29,10 +31,12 @@ use crate::data::{
     tokenize_examples,
 };
 use crate::device::select;
-use crate::loss::{RrhfLoss, ranked_pairs, reward_model_loss, rrhf_loss};
-use crate::model::Llama;
+use crate::loss::{RrhfLoss, final_hidden, ranked_pairs, reward_model_loss_of, rrhf_loss_of};
+use crate::model::{Llama, Precision};
 use crate::tokenizer::Tokenizer;
+use checkpointing::loss_forward;
 pub use config::TrainConfig;
+use loss_scale::LossScale;
 use online::OnlineSampler;
 use optimizer::{AdamW, AdamWConfig, GradientBuffer};
 use schedule::LrSchedule;
@@ -69,10 +73,8 @@ pub struct RunOptions {
 pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary> {
     let selected = select(&config.train.device)?;
     eprintln!("device: {}", selected.description);
-    let training_device = |d: &burn::tensor::Device| match config.train.gradient_checkpointing {
-        true => d.clone().autodiff().gradient_checkpointing(),
-        false => d.clone().autodiff(),
-    };
+    let training_device =
+        |d: &burn::tensor::Device| config.train.gradient_checkpointing.training_device(d);
     let device = training_device(&selected.device);
     let mut replica_devices = Vec::new();
     for choice in &config.train.data_parallel {
@@ -99,6 +101,19 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
         ),
         _ => {}
     }
+    for (choice, device) in std::iter::once(&config.train.device)
+        .chain(&config.train.data_parallel)
+        .zip(std::iter::once(&device).chain(&replica_devices))
+    {
+        if !config.train.precision.runs_on(device) {
+            bail!(
+                "train.precision = \"{}\": device `{choice}` has no arithmetic in it (f32 runs \
+                 everywhere; f16 needs shader-f16 on a GPU; bf16 runs on the CPU backend only)",
+                config.train.precision.name()
+            );
+        }
+    }
+    model.precision = config.train.precision;
     let tokenizer = Tokenizer::load(model_dir, &model.config)?;
 
     let opts = TokenizeOptions {
@@ -158,6 +173,7 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
         seed: t.seed,
         queries_per_step: t.queries_per_step,
         train_queries: train_set.len(),
+        loss_scale: (t.precision == Precision::F16).then(|| LossScale::new(t.loss_scale)),
     };
     if let Some(dir) = &options.resume {
         let saved = load_checkpoint_state(dir, &mut optimizer, &selected.device)?;
@@ -188,6 +204,9 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
             );
         }
         state.step = saved.step;
+        if state.loss_scale.is_some() && saved.loss_scale.is_some() {
+            state.loss_scale = saved.loss_scale;
+        }
         eprintln!("resuming from {} at step {}", dir.display(), state.step);
     }
 
@@ -243,37 +262,15 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
         first_round = false;
         let queries = order.for_step(step, t.queries_per_step);
         let micro_batches: Vec<&[usize]> = queries.chunks(micro).collect();
-        // Each worker (this device, then the data-parallel ones with a copy of the weights) takes
-        // every n-th micro-batch; their gradients are summed here.
-        let workers = 1 + replica_devices.len();
-        let share = |w: usize| -> Vec<&[usize]> {
-            micro_batches
-                .iter()
-                .skip(w)
-                .step_by(workers)
-                .copied()
-                .collect()
-        };
-        let shares: Vec<Result<Share, NonFinite>> = if workers == 1 {
-            vec![accumulate_share(&model, &share(0), &train_set, config)]
-        } else {
-            let share = &share;
-            let train_set = &train_set;
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = std::iter::once(model.clone())
-                    .chain(replica_devices.iter().map(|d| model.clone().fork(d)))
-                    .enumerate()
-                    .map(|(w, replica)| {
-                        scope
-                            .spawn(move || accumulate_share(&replica, &share(w), train_set, config))
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("a data-parallel worker panicked"))
-                    .collect()
-            })
-        };
+        let scale = state.loss_scale.map_or(1.0, |s| s.scale);
+        let shares = compute_shares(
+            &model,
+            &replica_devices,
+            &micro_batches,
+            &train_set,
+            config,
+            scale,
+        );
         let mut sums = [0.0f32; 3];
         let mut tokens = 0;
         for result in shares {
@@ -297,21 +294,29 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
             tokens += share.tokens;
             grads.merge(share.grads);
         }
-        let grad_norm = grads.global_norm();
-        if !grad_norm.is_finite() {
-            bail!(
+        let grad_norm = grads.global_norm() / scale;
+        let lr = schedule.at(step);
+        let skipped = !grad_norm.is_finite();
+        match state.loss_scale.as_mut() {
+            // An f16 overflow: the scale was too large; this step makes no update.
+            Some(loss_scale) if skipped => loss_scale.after_overflow(),
+            None if skipped => bail!(
                 "step {}: the gradient norm is {grad_norm}; stopping. {}",
                 step + 1,
                 last_good(out, step)
-            );
+            ),
+            _ => {
+                let clip = if t.max_grad_norm > 0.0 && grad_norm as f64 > t.max_grad_norm {
+                    (t.max_grad_norm / (grad_norm as f64 + 1e-6)) as f32
+                } else {
+                    1.0
+                };
+                model = optimizer.step(model, &grads, lr, clip / scale);
+                if let Some(loss_scale) = state.loss_scale.as_mut() {
+                    loss_scale.after_update();
+                }
+            }
         }
-        let clip = if t.max_grad_norm > 0.0 && grad_norm as f64 > t.max_grad_norm {
-            (t.max_grad_norm / (grad_norm as f64 + 1e-6)) as f32
-        } else {
-            1.0
-        };
-        let lr = schedule.at(step);
-        model = optimizer.step(model, &grads, lr, clip);
         grads.clear();
         state.step += 1;
 
@@ -340,6 +345,10 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
                     "tokens_per_sec": tokens_per_sec,
                     "step_seconds": seconds,
             });
+            if state.loss_scale.is_some() {
+                line["loss_scale"] = scale.into();
+                line["skipped"] = skipped.into();
+            }
             if online.is_some() {
                 // The mean score (reward, less the KL term if any) of the step's responses.
                 let scores: Vec<f64> = queries
@@ -405,13 +414,60 @@ struct NonFinite {
     lines: String,
 }
 
+/// The step's gradients, one share per worker: this device, then each data-parallel device with
+/// a copy of the weights in its own thread, each taking every n-th micro-batch.
+fn compute_shares(
+    model: &Llama,
+    replica_devices: &[burn::tensor::Device],
+    micro_batches: &[&[usize]],
+    train_set: &[Option<TokenizedExample>],
+    config: &TrainConfig,
+    loss_scale: f32,
+) -> Vec<Result<Share, NonFinite>> {
+    let workers = 1 + replica_devices.len();
+    let share = |w: usize| -> Vec<&[usize]> {
+        micro_batches
+            .iter()
+            .skip(w)
+            .step_by(workers)
+            .copied()
+            .collect()
+    };
+    if workers == 1 {
+        return vec![accumulate_share(
+            model,
+            &share(0),
+            train_set,
+            config,
+            loss_scale,
+        )];
+    }
+    let share = &share;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = std::iter::once(model.clone())
+            .chain(replica_devices.iter().map(|d| model.clone().fork(d)))
+            .enumerate()
+            .map(|(w, replica)| {
+                scope.spawn(move || {
+                    accumulate_share(&replica, &share(w), train_set, config, loss_scale)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a data-parallel worker panicked"))
+            .collect()
+    })
+}
+
 /// Forward and backward over `micro_batches` (query indices) on `model`'s device, accumulating
-/// the gradients of each micro-batch's share of the step's mean loss.
+/// the gradients of each micro-batch's share of the step's mean loss, times `loss_scale`.
 fn accumulate_share(
     model: &Llama,
     micro_batches: &[&[usize]],
     train_set: &[Option<TokenizedExample>],
     config: &TrainConfig,
+    loss_scale: f32,
 ) -> Result<Share, NonFinite> {
     let mut share = Share {
         sums: [0.0; 3],
@@ -429,8 +485,15 @@ fn accumulate_share(
             .collect();
         let batch = RankBatch::new(&examples);
         share.tokens += batch.real_tokens();
-        let loss = batch_loss(model, &batch, config);
-        let objective = loss.total.clone().sum() / config.train.queries_per_step as f32;
+        let forward = loss_forward(
+            model,
+            &batch.sequences,
+            config.train.gradient_checkpointing,
+            |hidden| batch_loss_of(model, &batch, config, hidden),
+        );
+        let loss = &forward.loss;
+        let objective =
+            loss.total.clone().sum() * (loss_scale / config.train.queries_per_step as f32);
         let parts = read_sums([&loss.total, &loss.rank, &loss.ft]);
         if parts.iter().any(|x| !x.is_finite()) {
             return Err(NonFinite {
@@ -441,7 +504,7 @@ fn accumulate_share(
         for (s, p) in share.sums.iter_mut().zip(parts) {
             *s += p;
         }
-        share.grads.accumulate(model, &objective.backward());
+        forward.backward(model, objective, &mut share.grads);
     }
     Ok(share)
 }
@@ -461,9 +524,19 @@ fn load_tokenized(
 
 /// The loss the config trains: RRHF's on the policy, or the reward model's pair loss.
 fn batch_loss(model: &Llama, batch: &RankBatch, config: &TrainConfig) -> RrhfLoss {
+    batch_loss_of(model, batch, config, final_hidden(model, &batch.sequences))
+}
+
+/// [`batch_loss`] from the batch's final hidden states.
+fn batch_loss_of(
+    model: &Llama,
+    batch: &RankBatch,
+    config: &TrainConfig,
+    hidden: Tensor<3>,
+) -> RrhfLoss {
     match &config.reward_model {
-        None => rrhf_loss(model, batch, &config.loss),
-        Some(rm) => reward_model_loss(model, batch, rm.pair_loss),
+        None => rrhf_loss_of(model, batch, &config.loss, hidden),
+        Some(rm) => reward_model_loss_of(model, batch, rm.pair_loss, hidden),
     }
 }
 

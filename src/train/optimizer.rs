@@ -46,6 +46,11 @@ impl GradientBuffer {
         self.grads.is_empty()
     }
 
+    /// The summed gradients, one flat tensor per trainable parameter in visiting order.
+    pub fn tensors(&self) -> &[Tensor<1>] {
+        &self.grads
+    }
+
     /// The L2 norm over every parameter's gradient (one read back from the device).
     pub fn global_norm(&self) -> f32 {
         let squares: Vec<Tensor<1>> = self
@@ -81,13 +86,16 @@ impl ModuleVisitor for Accumulate<'_> {
         }
         let value = param.val();
         let n = value.shape().num_elements();
-        let grad = match value.grad(self.grads) {
-            Some(g) => g.reshape([n]),
-            None => Tensor::zeros([n], &value.inner().device()),
-        };
-        match self.buffer.get_mut(self.index) {
-            Some(sum) => *sum = sum.clone() + grad,
-            None => self.buffer.push(grad),
+        // A weight outside this backward's graph (another piece of a layer-checkpointed one,
+        // see `checkpointing.rs`) adds nothing.
+        let grad = value.grad(self.grads).map(|g| g.reshape([n]));
+        match (self.buffer.get_mut(self.index), grad) {
+            (Some(sum), Some(grad)) => *sum = sum.clone() + grad,
+            (Some(_), None) => {}
+            (None, Some(grad)) => self.buffer.push(grad),
+            (None, None) => self
+                .buffer
+                .push(Tensor::zeros([n], &value.inner().device())),
         }
         self.index += 1;
     }

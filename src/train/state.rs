@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::tensor::{Dtype, TensorView};
 
+use super::loss_scale::LossScale;
 use super::optimizer::AdamW;
 use crate::checkpoint::{SaveDtype, write_dir_atomically, write_model_files};
 use crate::model::Llama;
@@ -27,6 +28,9 @@ pub struct TrainerState {
     pub seed: u64,
     pub queries_per_step: usize,
     pub train_queries: usize,
+    /// The dynamic loss scale of an f16 run.
+    #[serde(default)]
+    pub loss_scale: Option<LossScale>,
 }
 
 pub fn checkpoint_dir(output: &Path, step: usize) -> PathBuf {
