@@ -12,6 +12,8 @@ The step is the original RRHF implementation's (GanjinZero/RRHF, train.py): logi
 sequence, the length-normalised log-probability of each response, the hinge ranking loss over
 the pairs the rewards order, and cross-entropy on the best response (token mean), then
 clip_grad_norm_(1.0) and AdamW (lr 2e-5, betas 0.9/0.999, eps 1e-8, no weight decay).
+--precision f16|bf16 runs the forward under torch.autocast (f32 weights, matmuls in half), f16
+with a GradScaler, as the trainer's mixed precision does.
 Needs torch and transformers; --lora-rank needs peft.
 """
 
@@ -90,6 +92,7 @@ def main():
     ap.add_argument("--t", type=int, default=192)
     ap.add_argument("--queries", type=int, default=1)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--precision", choices=["f32", "f16", "bf16"], default="f32")
     ap.add_argument("--lora-rank", type=int)
     ap.add_argument("--lora-dropout", type=float, default=0.0)
     # transformers checkpoints by decoder layer only: the same as `rrhf bench step
@@ -124,19 +127,29 @@ def main():
     input_ids, labels, rewards = synthetic_batch(args.queries, args.k, args.t, vocab)
     input_ids, labels, rewards = input_ids.to(device), labels.to(device), rewards.to(device)
 
+    half = {"f16": torch.float16, "bf16": torch.bfloat16}.get(args.precision)
+    autocast = lambda: torch.autocast(device.split(":")[0], dtype=half, enabled=half is not None)
+    scaler = torch.amp.GradScaler(device.split(":")[0], enabled=args.precision == "f16")
+    skipped = 0
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     phases, losses = [], []
     for _ in range(args.steps + 1):  # the first is a warm-up
         sync()
         start = time.perf_counter()
-        loss = rrhf_loss(model, input_ids, labels, rewards)
+        with autocast():
+            loss = rrhf_loss(model, input_ids, labels, rewards)
         losses.append(loss.item())
         forward = time.perf_counter() - start
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         sync()
         backward = time.perf_counter() - start - forward
-        optimizer.step()
+        scale = scaler.get_scale() if scaler.is_enabled() else 1.0
+        scaler.step(optimizer)
+        scaler.update()
+        if scaler.is_enabled() and scaler.get_scale() < scale:
+            skipped += 1
         optimizer.zero_grad(set_to_none=True)
         sync()
         total = time.perf_counter() - start
@@ -152,7 +165,7 @@ def main():
         "bench": "rrhf_step", "impl": f"pytorch {torch.__version__} eager", "device": device_name,
         "model": args.model, "params": params, "trainable_params": sum(p.numel() for p in trainable),
         "queries": args.queries, "k": args.k, "T": args.t, "tokens": tokens,
-        "precision": "f32", "lora_rank": args.lora_rank,
+        "precision": args.precision, "skipped_steps": skipped, "lora_rank": args.lora_rank,
         "lora_dropout": args.lora_dropout if args.lora_rank else None,
         "gradient_checkpointing": args.gradient_checkpointing, "fused_head": False,
         "step_seconds": step, "step_seconds_all": step_seconds,

@@ -29,7 +29,7 @@ use crate::loss::{LossConfig, rrhf_loss_of};
 use crate::model::{Llama, LlamaConfig, LoraConfig, Precision};
 use crate::train::checkpointing::{Checkpointing, loss_forward};
 use crate::train::config::TrainSection;
-use crate::train::loss_scale::INITIAL_SCALE;
+use crate::train::loss_scale::{INITIAL_SCALE, LossScale};
 use crate::train::optimizer::{AdamW, AdamWConfig, GradientBuffer};
 
 const MIB: f64 = (1 << 20) as f64;
@@ -301,10 +301,9 @@ pub fn step(args: &StepBench) -> Result<()> {
     let mut grads = GradientBuffer::default();
     let mut losses = Vec::new();
     // The trainer's f16 loss scaling, whose multiply and divide are part of the step's cost.
-    let loss_scale = match args.precision {
-        Precision::F16 => INITIAL_SCALE,
-        _ => 1.0,
-    };
+    let mut loss_scale =
+        (args.precision == Precision::F16).then(|| LossScale::new(INITIAL_SCALE));
+    let mut skipped = 0;
     // Each phase ends in a read from the device, so on a queued device (wgpu) its time is its
     // own: the trainer reads the loss before the backward pass too.
     let mut phases: Vec<[f64; 3]> = Vec::new();
@@ -318,15 +317,30 @@ pub fn step(args: &StepBench) -> Result<()> {
         );
         let objective = out.loss.total.clone().sum() / args.queries as f32;
         losses.push(objective.clone().into_scalar::<f32>());
-        let objective = objective * loss_scale;
+        let scale = loss_scale.map_or(1.0, |s| s.scale);
+        let objective = objective * scale;
         let forward = start.elapsed().as_secs_f64();
         out.backward(&model, objective, &mut grads);
-        let norm = grads.global_norm() / loss_scale;
+        let norm = grads.global_norm() / scale;
         let backward = start.elapsed().as_secs_f64() - forward;
         let clip = (1.0 / norm.max(1.0)).min(1.0);
-        model = optimizer.step(model, &grads, t.lr, clip / loss_scale);
+        // As the trainer: an f16 overflow skips the update and halves the scale.
+        match loss_scale.as_mut() {
+            Some(s) if !norm.is_finite() => {
+                s.after_overflow();
+                skipped += 1;
+            }
+            _ => {
+                model = optimizer.step(model, &grads, t.lr, clip / scale);
+                if let Some(s) = loss_scale.as_mut() {
+                    s.after_update();
+                }
+            }
+        }
         grads.clear();
-        let _: f32 = optimizer.second.last().unwrap().clone().sum().into_scalar();
+        if let Some(moment) = optimizer.second.last() {
+            let _: f32 = moment.clone().sum().into_scalar();
+        }
         let total = start.elapsed().as_secs_f64();
         phases.push([forward, backward, total - forward - backward]);
     }
@@ -347,7 +361,7 @@ pub fn step(args: &StepBench) -> Result<()> {
             "model": args.model.display().to_string(),
             "params": config.num_parameters(), "trainable_params": trainable,
             "queries": args.queries, "k": args.k, "T": args.t, "tokens": tokens,
-            "precision": args.precision.name(), "lora_rank": args.lora_rank,
+            "precision": args.precision.name(), "skipped_steps": skipped, "lora_rank": args.lora_rank,
             "lora_dropout": args.lora_rank.map(|_| args.lora_dropout),
             "gradient_checkpointing": args.gradient_checkpointing,
             "fused_head": !args.unfused_head,
