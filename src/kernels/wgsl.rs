@@ -240,8 +240,8 @@ impl RrhfKernels for CubeBackend {
         out
     }
 
-    // The fused head is burn ops on this backend too: its matmuls are cubecl's tuned ones, and
-    // the chunking is what saves the memory.
+    // The fused head's matmuls are cubecl's tuned ones; the row reductions over each chunk of
+    // logits are this file's log-prob kernels.
     fn fused_head_forward(
         hidden: FloatTensor<Self>,
         weight: FloatTensor<Self>,
