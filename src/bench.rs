@@ -301,9 +301,9 @@ pub fn step(args: &StepBench) -> Result<()> {
     let mut grads = GradientBuffer::default();
     let mut losses = Vec::new();
     // The trainer's f16 loss scaling, whose multiply and divide are part of the step's cost.
-    let mut loss_scale =
-        (args.precision == Precision::F16).then(|| LossScale::new(INITIAL_SCALE));
+    let mut loss_scale = (args.precision == Precision::F16).then(|| LossScale::new(INITIAL_SCALE));
     let mut skipped = 0;
+    let mut trainable = 0;
     // Each phase ends in a read from the device, so on a queued device (wgpu) its time is its
     // own: the trainer reads the loss before the backward pass too.
     let mut phases: Vec<[f64; 3]> = Vec::new();
@@ -322,6 +322,7 @@ pub fn step(args: &StepBench) -> Result<()> {
         let forward = start.elapsed().as_secs_f64();
         out.backward(&model, objective, &mut grads);
         let norm = grads.global_norm() / scale;
+        trainable = grads.tensors().iter().map(|g| g.dims()[0]).sum();
         let backward = start.elapsed().as_secs_f64() - forward;
         let clip = (1.0 / norm.max(1.0)).min(1.0);
         // As the trainer: an f16 overflow skips the update and halves the scale.
@@ -352,7 +353,6 @@ pub fn step(args: &StepBench) -> Result<()> {
     let step_seconds: Vec<f64> = phases[1..].iter().map(|p| p.iter().sum()).collect();
     let median_step = median(&|p| p.iter().sum());
     let tokens = args.queries * args.k * args.t;
-    let trainable: usize = optimizer.first.iter().map(|m| m.dims()[0]).sum();
     let (peak, measure) = peak_memory(&selected.device);
     println!(
         "{}",

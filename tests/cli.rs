@@ -186,3 +186,80 @@ fn devices_lists_adapters_and_the_auto_choice() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("--device auto uses:"));
 }
+
+/// `rrhf bench step` runs the trainer's step on a model and reports it: the adapters' weight
+/// count for LoRA, the same first loss with and without checkpointing by layer, f16's loss
+/// scaling at work, and a refused precision named.
+#[test]
+fn bench_step_reports_the_step() {
+    let model = fixture("tiny-gqa");
+    let config = json(&model.join("config.json"));
+    let dim = |k: &str| config[k].as_u64().unwrap();
+    let (d, f, layers) = (
+        dim("hidden_size"),
+        dim("intermediate_size"),
+        dim("num_hidden_layers"),
+    );
+    let (q, kv) = (
+        dim("num_attention_heads") * dim("head_dim"),
+        dim("num_key_value_heads") * dim("head_dim"),
+    );
+    // r · (in + out) per projection: q, k, v, o, gate, up, down.
+    let per_layer = (d + q) + 2 * (d + kv) + (q + d) + 3 * (d + f);
+    let rank = 4;
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "bench",
+            "step",
+            "--model",
+            model.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--k",
+            "3",
+            "--t",
+            "16",
+            "--steps",
+            "2",
+            "--lora-rank",
+            "4",
+        ];
+        args.extend(extra);
+        stdout_json(&rrhf(&args))
+    };
+    let plain = run(&[]);
+    assert_eq!(
+        plain["trainable_params"].as_u64().unwrap(),
+        layers * rank * per_layer
+    );
+    let layered = run(&["--gradient-checkpointing", "layer"]);
+    for key in ["first_loss", "loss"] {
+        let (a, b) = (plain[key].as_f64().unwrap(), layered[key].as_f64().unwrap());
+        assert!(close(b, a, 1e-5), "{key}: {a} plain, {b} by layer");
+    }
+    let half = run(&["--precision", "f16"]);
+    assert_eq!(half["precision"], "f16");
+    assert!(close(
+        half["first_loss"].as_f64().unwrap(),
+        plain["first_loss"].as_f64().unwrap(),
+        1e-3
+    ));
+    assert!(half["skipped_steps"].as_u64().is_some());
+    let refused = rrhf(&[
+        "bench",
+        "step",
+        "--model",
+        model.to_str().unwrap(),
+        "--device",
+        "wgpu-cpu",
+        "--k",
+        "3",
+        "--t",
+        "16",
+        "--precision",
+        "bf16",
+    ]);
+    if common::test_devices().iter().any(|d| d.is_wgpu) {
+        assert_clean_error(&refused, &["--precision bf16"]);
+    }
+}
