@@ -267,8 +267,7 @@ pub fn step(args: &StepBench) -> Result<()> {
             selected.description
         );
     }
-    let mut model = bench_model(&args.model, &device)?;
-    model.precision = args.precision;
+    let model = bench_model(&args.model, &device)?;
     let config = model.config.clone();
     let mut model = match args.lora_rank {
         Some(rank) => {
@@ -283,7 +282,8 @@ pub fn step(args: &StepBench) -> Result<()> {
             model.with_fresh_lora(&lora, args.model.clone(), 0)
         }
         None => model,
-    };
+    }
+    .with_precision(args.precision);
     let examples = synthetic_examples(args, config.vocab_size);
     let refs: Vec<&TokenizedExample> = examples.iter().collect();
     let batch = RankBatch::new(&refs);

@@ -90,6 +90,38 @@ fn adapters_and_merge_match_peft() {
     }
 }
 
+/// In half precision a LoRA model keeps its frozen projections in that precision and its
+/// adapters, norms and embedding in f32; its logits stay PEFT's within f16's rounding, and its
+/// merge is an f32 model.
+#[test]
+fn half_precision_stores_the_frozen_base_in_half() {
+    use burn::tensor::{DType, FloatDType};
+    use rrhf::model::Precision;
+    let (batch, want, _) = expected();
+    for dev in test_devices() {
+        if !Precision::F16.runs_on(&dev.device) {
+            continue;
+        }
+        let model = load_model(&fixture("tiny-lora"), &dev.device)
+            .unwrap()
+            .with_precision(Precision::F16);
+        let q = &model.layers[0].self_attn.q_proj;
+        assert_eq!(q.base.weight.val().dtype(), DType::F16);
+        assert_eq!(q.lora.as_ref().unwrap().a.val().dtype(), DType::F32);
+        assert_eq!(model.embed_tokens.weight.val().dtype(), DType::F32);
+        let d = worst(&logits(&model, &batch, &dev.device), &want, &batch.valid);
+        eprintln!("{}: f16, max |logits - PEFT| = {d:.2e}", dev.description);
+        assert!(
+            d < 2e-2,
+            "{}: f16 differs from PEFT by {d}",
+            dev.description
+        );
+        let merged = model.merge_lora();
+        let w = merged.layers[0].self_attn.q_proj.base.weight.val();
+        assert_eq!(w.dtype(), FloatDType::F32.into());
+    }
+}
+
 #[test]
 fn saved_adapters_reload_and_merge_from_the_cli() {
     let (batch, want, want_merged) = expected();

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
@@ -152,7 +152,8 @@ impl Projection {
     fn merged(self) -> Self {
         let Some(lora) = self.lora else { return self };
         let update = lora.a.val().matmul(lora.b.val()) * lora.scale;
-        let weight = self.base.weight.map(|w| w + update);
+        // A frozen base may be stored in half precision (`precision.rs`); the merge is in f32.
+        let weight = self.base.weight.map(|w| w.cast(FloatDType::F32) + update);
         Self {
             base: Linear {
                 weight,
@@ -221,7 +222,7 @@ impl DecoderLayer {
         ]
     }
 
-    fn projections_mut(&mut self) -> [(&'static str, &mut Projection); 7] {
+    pub(super) fn projections_mut(&mut self) -> [(&'static str, &mut Projection); 7] {
         let (a, m) = (&mut self.self_attn, &mut self.mlp);
         [
             ("q_proj", &mut a.q_proj),

@@ -113,7 +113,7 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
             );
         }
     }
-    model.precision = config.train.precision;
+    model = model.with_precision(config.train.precision);
     let tokenizer = Tokenizer::load(model_dir, &model.config)?;
 
     let opts = TokenizeOptions {
