@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use burn::tensor::{Device, Distribution, Int, Tensor};
+use burn::tensor::{Device, Distribution, FloatDType, Int, Tensor};
 use serde_json::json;
 
-use crate::checkpoint::load_model;
+use crate::checkpoint::load_model_storing;
 use crate::data::{RankBatch, TokenizedExample};
 use crate::device::{DeviceChoice, SelectedDevice, select};
 use crate::kernels::{
@@ -267,7 +267,8 @@ pub fn step(args: &StepBench) -> Result<()> {
             selected.description
         );
     }
-    let model = bench_model(&args.model, &device)?;
+    let projections = args.precision.projection_storage(args.lora_rank.is_some());
+    let model = bench_model(&args.model, &device, projections)?;
     let config = model.config.clone();
     let mut model = match args.lora_rank {
         Some(rank) => {
@@ -282,8 +283,8 @@ pub fn step(args: &StepBench) -> Result<()> {
             model.with_fresh_lora(&lora, args.model.clone(), 0)
         }
         None => model,
-    }
-    .with_precision(args.precision);
+    };
+    model.precision = args.precision;
     let examples = synthetic_examples(args, config.vocab_size);
     let refs: Vec<&TokenizedExample> = examples.iter().collect();
     let batch = RankBatch::new(&refs);
@@ -377,9 +378,9 @@ pub fn step(args: &StepBench) -> Result<()> {
 }
 
 /// Weights from a directory, or random ones for a bare config file.
-fn bench_model(path: &Path, device: &Device) -> Result<Llama> {
+fn bench_model(path: &Path, device: &Device, projections: FloatDType) -> Result<Llama> {
     if path.is_dir() {
-        return load_model(path, device);
+        return load_model_storing(path, device, projections);
     }
     let config = LlamaConfig::from_file(path)?;
     eprintln!(
@@ -387,7 +388,7 @@ fn bench_model(path: &Path, device: &Device) -> Result<Llama> {
         path.display(),
         config.num_parameters() as f64 / 1e9
     );
-    Ok(Llama::random(config, 0, device))
+    Ok(Llama::random(config, 0, device, projections))
 }
 
 /// `queries` queries of `T / 4` tokens, each with `k` responses filling the rest of `T`, scored

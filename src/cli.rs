@@ -388,7 +388,7 @@ fn merge_cmd(adapter: &Path, base: Option<&Path>, out: &Path, dtype: SaveDtype) 
         );
     }
     let device = device::cpu_device().device;
-    let model = peft::load_adapter_model(adapter, base, &device)?;
+    let model = peft::load_adapter_model(adapter, base, &device, burn::tensor::FloatDType::F32)?;
     let base_dir = model
         .adapter
         .as_ref()

@@ -254,7 +254,13 @@ fn rounded(model: &Llama, ty: u32) -> Llama {
         })
         .collect();
     let mut source = |name: &str, _: &[usize]| Ok(weights[name].clone());
-    Llama::from_weights(model.config.clone(), &mut source, &cpu_device().device).unwrap()
+    Llama::from_weights(
+        model.config.clone(),
+        &mut source,
+        &cpu_device().device,
+        burn::tensor::FloatDType::F32,
+    )
+    .unwrap()
 }
 
 #[test]

@@ -11,7 +11,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::{
     deterministic, fixture, metrics, read_safetensors, scratch, test_devices, train_devices,
 };
-use rrhf::checkpoint::{SaveDtype, load_model, save_model};
+use rrhf::checkpoint::{SaveDtype, load_model, load_model_storing, save_model};
 use rrhf::device::DeviceChoice;
 use rrhf::model::Llama;
 use rrhf::train::{RunOptions, TrainConfig, train};
@@ -90,9 +90,9 @@ fn adapters_and_merge_match_peft() {
     }
 }
 
-/// In half precision a LoRA model keeps its frozen projections in that precision and its
-/// adapters, norms and embedding in f32; its logits stay PEFT's within f16's rounding, and its
-/// merge is an f32 model.
+/// A LoRA model for half precision loads its frozen projections in that precision (the
+/// adapters, norms and embedding stay f32); its logits stay PEFT's within f16's rounding, and
+/// its merge is an f32 model.
 #[test]
 fn half_precision_stores_the_frozen_base_in_half() {
     use burn::tensor::{DType, FloatDType};
@@ -102,9 +102,9 @@ fn half_precision_stores_the_frozen_base_in_half() {
         if !Precision::F16.runs_on(&dev.device) {
             continue;
         }
-        let model = load_model(&fixture("tiny-lora"), &dev.device)
-            .unwrap()
-            .with_precision(Precision::F16);
+        let mut model =
+            load_model_storing(&fixture("tiny-lora"), &dev.device, FloatDType::F16).unwrap();
+        model.precision = Precision::F16;
         let q = &model.layers[0].self_attn.q_proj;
         assert_eq!(q.base.weight.val().dtype(), DType::F16);
         assert_eq!(q.lora.as_ref().unwrap().a.val().dtype(), DType::F32);

@@ -9,7 +9,7 @@ pub mod safetensors_dir;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::Device;
+use burn::tensor::{Device, FloatDType};
 
 use crate::model::{Llama, LlamaConfig, ModelHead, checkpoint_tensors};
 pub use safetensors_dir::{SafetensorsFiles, SaveDtype};
@@ -39,8 +39,14 @@ pub fn load_config(dir: &Path) -> Result<LlamaConfig> {
 ///
 /// A directory of LoRA adapters (PEFT layout) loads as its base model with the adapters attached.
 pub fn load_model(dir: &Path, device: &Device) -> Result<Llama> {
+    load_model_storing(dir, device, FloatDType::F32)
+}
+
+/// [`load_model`] with the decoder's projection weights stored in `projections` (a half
+/// precision for a LoRA run's frozen base), each cast on its way to the device.
+pub fn load_model_storing(dir: &Path, device: &Device, projections: FloatDType) -> Result<Llama> {
     if peft::is_adapter_dir(dir) {
-        return peft::load_adapter_model(dir, None, device);
+        return peft::load_adapter_model(dir, None, device, projections);
     }
     if load_config(dir)?.head == ModelHead::Score {
         bail!(
@@ -49,7 +55,7 @@ pub fn load_model(dir: &Path, device: &Device) -> Result<Llama> {
             dir.display()
         );
     }
-    load_checkpoint(dir, device)
+    load_checkpoint(dir, device, projections)
 }
 
 /// Loads a reward model (`LlamaForSequenceClassification`, one label) onto `device`.
@@ -67,11 +73,11 @@ pub fn load_reward_model(dir: &Path, device: &Device) -> Result<Llama> {
             dir.display()
         );
     }
-    load_checkpoint(dir, device)
+    load_checkpoint(dir, device, FloatDType::F32)
 }
 
 /// Loads a checkpoint directory of either kind onto `device`, casting weights to f32.
-pub fn load_checkpoint(dir: &Path, device: &Device) -> Result<Llama> {
+pub fn load_checkpoint(dir: &Path, device: &Device, projections: FloatDType) -> Result<Llama> {
     let config = load_config(dir)?;
     let files = SafetensorsFiles::open(dir)?;
     let expected: std::collections::HashSet<String> = checkpoint_tensors(&config)
@@ -94,7 +100,7 @@ pub fn load_checkpoint(dir: &Path, device: &Device) -> Result<Llama> {
         );
     }
     let mut source = |name: &str, _shape: &[usize]| files.read_f32(name);
-    Llama::from_weights(config, &mut source, device)
+    Llama::from_weights(config, &mut source, device, projections)
         .with_context(|| format!("cannot load model from {}", dir.display()))
 }
 

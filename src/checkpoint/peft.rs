@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::{Device, TensorData};
+use burn::tensor::{Device, FloatDType, TensorData};
 use serde_json::{Value, json};
 
 use super::safetensors_dir::{SafetensorsFiles, SaveDtype, write_file};
@@ -200,13 +200,18 @@ fn resolve_base(dir: &Path, base: &str) -> Result<PathBuf> {
 
 /// Loads an adapter directory: its base model (from `adapter_config.json`, or `base` when given)
 /// with the adapters attached, trainable, and every base weight frozen.
-pub fn load_adapter_model(dir: &Path, base: Option<&Path>, device: &Device) -> Result<Llama> {
+pub fn load_adapter_model(
+    dir: &Path,
+    base: Option<&Path>,
+    device: &Device,
+    projections: FloatDType,
+) -> Result<Llama> {
     let (config, named_base) = read_adapter_config(dir)?;
     let base = match base {
         Some(b) => b.to_path_buf(),
         None => resolve_base(dir, &named_base)?,
     };
-    let model = load_checkpoint(&base, device)?;
+    let model = load_checkpoint(&base, device, projections)?;
     let path = dir.join(ADAPTER_WEIGHTS);
     let files = SafetensorsFiles::open_file(&path)?;
     let expected_layers = model.config.num_hidden_layers;

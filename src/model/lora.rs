@@ -222,7 +222,7 @@ impl DecoderLayer {
         ]
     }
 
-    pub(super) fn projections_mut(&mut self) -> [(&'static str, &mut Projection); 7] {
+    fn projections_mut(&mut self) -> [(&'static str, &mut Projection); 7] {
         let (a, m) = (&mut self.self_attn, &mut self.mlp);
         [
             ("q_proj", &mut a.q_proj),

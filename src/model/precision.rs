@@ -5,13 +5,12 @@
 //! kernels. With f16, small gradients underflow unless the loss is scaled first
 //! (`train::loss_scale`); bf16 has f32's range and needs no scaling.
 //!
-//! Frozen projection weights (the base of a LoRA model) never change, so they are kept in the
-//! matmul precision itself: half the memory of the model's largest part, and no cast per call.
+//! Frozen projection weights (the base of a LoRA model) never change, so they are loaded in the
+//! matmul precision itself (`projection_storage`): half the memory of the model's largest part,
+//! and no cast per call.
 
 use burn::tensor::{Device, FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
-
-use super::llama::Llama;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -29,6 +28,15 @@ impl Precision {
             Self::F32 => FloatDType::F32,
             Self::F16 => FloatDType::F16,
             Self::Bf16 => FloatDType::BF16,
+        }
+    }
+
+    /// What projection weights are stored in: this precision when they are frozen (a LoRA
+    /// run's base), f32 when the optimizer updates them.
+    pub fn projection_storage(self, frozen: bool) -> FloatDType {
+        match frozen {
+            true => self.matmul_dtype(),
+            false => FloatDType::F32,
         }
     }
 
@@ -58,24 +66,5 @@ impl Precision {
                     .cast(FloatDType::F32)
             }
         }
-    }
-}
-
-impl Llama {
-    /// This model computing in `precision`, its frozen projection weights stored in it.
-    pub fn with_precision(mut self, precision: Precision) -> Self {
-        self.precision = precision;
-        if precision == Precision::F32 {
-            return self;
-        }
-        let dtype = precision.matmul_dtype();
-        for layer in &mut self.layers {
-            for (_, projection) in layer.projections_mut() {
-                if !projection.base.weight.val().is_require_grad() {
-                    projection.base.weight = projection.base.weight.clone().map(|w| w.cast(dtype));
-                }
-            }
-        }
-        self
     }
 }

@@ -6,7 +6,7 @@
 use anyhow::Result;
 use burn::module::Param;
 use burn::nn::{Embedding, Linear, RmsNorm};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 
 use super::config::{LlamaConfig, ModelHead};
 use super::llama::{Attention, DecoderLayer, Llama, Mlp};
@@ -96,6 +96,8 @@ pub fn checkpoint_tensors(config: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
 struct Loader<'s, 'a> {
     source: &'s mut WeightSource<'a>,
     device: Device,
+    /// What the decoder's projection weights are stored in on the device.
+    projections: FloatDType,
 }
 
 impl Loader<'_, '_> {
@@ -114,9 +116,14 @@ impl Loader<'_, '_> {
         Param::from_data(TensorData::new(t.data, shape), &self.device)
     }
 
-    /// A projection of the decoder, without adapters.
+    /// A projection of the decoder, without adapters, its weight cast as it arrives.
     fn projection(&mut self, name: &str, out: usize, inp: usize, bias: bool) -> Result<Projection> {
-        Ok(self.linear(name, out, inp, bias)?.into())
+        let mut linear = self.linear(name, out, inp, bias)?;
+        if self.projections != FloatDType::F32 {
+            let dtype = self.projections;
+            linear.weight = linear.weight.map(|w| w.cast(dtype));
+        }
+        Ok(linear.into())
     }
 
     /// A checkpoint `[out, in]` weight (and optional bias) as a burn `[in, out]` linear.
@@ -147,15 +154,19 @@ impl Loader<'_, '_> {
 }
 
 impl Llama {
-    /// Builds the model from checkpoint tensors, each converted to f32 by `source`.
+    /// Builds the model from checkpoint tensors, each converted to f32 by `source`; the
+    /// decoder's projection weights are stored in `projections` on the device (f32, or a half
+    /// precision for the frozen base of a LoRA run: see `precision.rs`), one tensor at a time.
     pub fn from_weights(
         config: LlamaConfig,
         source: &mut WeightSource,
         device: &Device,
+        projections: FloatDType,
     ) -> Result<Self> {
         let mut l = Loader {
             source,
             device: device.clone(),
+            projections,
         };
         let (d, f, v) = (
             config.hidden_size,
@@ -219,8 +230,14 @@ impl Llama {
         })
     }
 
-    /// A model with random weights (normal, std 0.02; norms at one), for tests and benchmarks.
-    pub fn random(config: LlamaConfig, seed: u64, device: &Device) -> Self {
+    /// A model with random weights (normal, std 0.02; norms at one), for tests and benchmarks;
+    /// `projections` as in [`Llama::from_weights`].
+    pub fn random(
+        config: LlamaConfig,
+        seed: u64,
+        device: &Device,
+        projections: FloatDType,
+    ) -> Self {
         use rand::SeedableRng;
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut source = |name: &str, shape: &[usize]| -> Result<HostTensor> {
@@ -234,7 +251,7 @@ impl Llama {
             };
             Ok(HostTensor::new(shape.to_vec(), data))
         };
-        Self::from_weights(config, &mut source, device)
+        Self::from_weights(config, &mut source, device, projections)
             .expect("random weights have the right shapes")
     }
 

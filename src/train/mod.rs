@@ -18,14 +18,14 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
-use burn::tensor::Tensor;
+use burn::tensor::{FloatDType, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde_json::json;
 
-use crate::checkpoint::{SaveDtype, load_checkpoint, load_model, save_model};
+use crate::checkpoint::{SaveDtype, load_checkpoint, load_model_storing, save_model};
 use crate::data::{
     RankBatch, TokenizeOptions, TokenizedExample, read_query_lines, read_ranked_jsonl,
     tokenize_examples,
@@ -84,9 +84,17 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
     }
     let model_dir = options.resume.as_deref().unwrap_or(&config.model.path);
     let mut model = match &config.reward_model {
-        None => load_model(model_dir, &device)?,
+        None => load_model_storing(
+            model_dir,
+            &device,
+            config
+                .train
+                .precision
+                .projection_storage(config.lora.is_some()),
+        )?,
         // A causal LM gets a fresh scalar head; a reward model (e.g. a resumed one) is kept.
-        Some(_) => load_checkpoint(model_dir, &device)?.into_reward_model(config.train.seed),
+        Some(_) => load_checkpoint(model_dir, &device, FloatDType::F32)?
+            .into_reward_model(config.train.seed),
     };
     // A resumed LoRA run loads its adapters with the model; a fresh one starts them here.
     match (&config.lora, &model.adapter) {
@@ -113,7 +121,7 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
             );
         }
     }
-    model = model.with_precision(config.train.precision);
+    model.precision = config.train.precision;
     let tokenizer = Tokenizer::load(model_dir, &model.config)?;
 
     let opts = TokenizeOptions {
