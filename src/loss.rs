@@ -107,7 +107,7 @@ pub fn rrhf_loss(model: &Llama, batch: &RankBatch, config: &LossConfig) -> RrhfL
 }
 
 /// [`rrhf_loss`] from the batch's final hidden states `[S, T, d]` (the decoder's output after
-/// its last norm), however they were computed: layer checkpointing (`train::layer_checkpointing`)
+/// its last norm), however they were computed: layer checkpointing (`train::checkpointing`)
 /// builds them on a leaf of its own.
 pub fn rrhf_loss_of(
     model: &Llama,
@@ -246,14 +246,23 @@ fn sequence_logprobs_of(
 /// The decoder's final hidden states `[S, T, d]` of `batch`.
 pub fn final_hidden(model: &Llama, batch: &ScoredBatch) -> Tensor<3> {
     let device = model.device();
-    let ctx = AttentionContext::full_sequence(
+    let ctx = batch_context(model, batch, &device);
+    model.hidden_states(input_tokens(batch, &device), &ctx, None)
+}
+
+/// What attention needs to see `batch` whole on `device`: positions from 0, its padding masked.
+pub fn batch_context(
+    model: &Llama,
+    batch: &ScoredBatch,
+    device: &burn::tensor::Device,
+) -> AttentionContext {
+    AttentionContext::full_sequence(
         model,
         Some(&batch.key_valid),
         batch.rows,
         batch.width,
-        &device,
-    );
-    model.hidden_states(input_tokens(batch, &device), &ctx, None)
+        device,
+    )
 }
 
 /// A reward model's score of each sequence of `batch` `[rows]`, read at its last input token.

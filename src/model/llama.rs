@@ -61,7 +61,7 @@ pub struct Llama {
     /// Set when LoRA adapters sit beside the projections (`lora.rs`).
     #[module(skip)]
     pub adapter: Option<AdapterInfo>,
-    /// What the projections' matmuls compute in (`precision.rs`); the weights are f32.
+    /// What the projections' matmuls compute in (`precision.rs`); trainable weights are f32.
     #[module(skip)]
     pub precision: Precision,
 }

@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use super::optimizer::GradientBuffer;
 use crate::data::ScoredBatch;
-use crate::loss::{RrhfLoss, final_hidden, input_tokens};
-use crate::model::{AttentionContext, Llama};
+use crate::loss::{RrhfLoss, batch_context, final_hidden, input_tokens};
+use crate::model::Llama;
 
 /// `train.gradient_checkpointing`: `"off"` (or `false`), `"layer"` (or `true`), `"ops"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
@@ -123,7 +123,7 @@ impl<'a> LayerInputs<'a> {
     fn forward(model: &Llama, batch: &'a ScoredBatch) -> Self {
         let plain = model.valid();
         let device = model.device().inner();
-        let ctx = context(&plain, batch, &device);
+        let ctx = batch_context(&plain, batch, &device);
         let mut x = plain.embed_tokens.forward(input_tokens(batch, &device));
         let mut inputs = Vec::with_capacity(plain.layers.len());
         for layer in &plain.layers {
@@ -143,7 +143,7 @@ impl<'a> LayerInputs<'a> {
             .output
             .grad(head_grads)
             .expect("the loss depends on the last layer's output");
-        let ctx = context(model, self.batch, &model.device());
+        let ctx = batch_context(model, self.batch, &model.device());
         for (layer, input) in model.layers.iter().zip(self.inputs).rev() {
             let input = input.autodiff().require_grad();
             let output = layer.forward(input.clone(), &ctx, None);
@@ -160,14 +160,4 @@ impl<'a> LayerInputs<'a> {
             buffer.accumulate(model, &(embedded * grad).sum().backward());
         }
     }
-}
-
-fn context(model: &Llama, batch: &ScoredBatch, device: &Device) -> AttentionContext {
-    AttentionContext::full_sequence(
-        model,
-        Some(&batch.key_valid),
-        batch.rows,
-        batch.width,
-        device,
-    )
 }
