@@ -327,17 +327,14 @@ pub fn step(args: &StepBench) -> Result<()> {
         let backward = start.elapsed().as_secs_f64() - forward;
         let clip = (1.0 / norm.max(1.0)).min(1.0);
         // As the trainer: an f16 overflow skips the update and halves the scale.
-        match loss_scale.as_mut() {
-            Some(s) if !norm.is_finite() => {
-                s.after_overflow();
-                skipped += 1;
-            }
-            _ => {
-                model = optimizer.step(model, &grads, t.lr, clip / scale);
-                if let Some(s) = loss_scale.as_mut() {
-                    s.after_update();
-                }
-            }
+        let finite = norm.is_finite();
+        if finite || loss_scale.is_none() {
+            model = optimizer.step(model, &grads, t.lr, clip / scale);
+        } else {
+            skipped += 1;
+        }
+        if let Some(s) = loss_scale.as_mut() {
+            s.record(finite);
         }
         grads.clear();
         if let Some(moment) = optimizer.second.last() {

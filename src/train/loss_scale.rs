@@ -27,8 +27,16 @@ impl LossScale {
         }
     }
 
-    /// After an update whose scaled gradients were finite.
-    pub fn after_update(&mut self) {
+    /// After a step whose scaled gradients were `finite` (it made its update) or overflowed (it
+    /// was skipped).
+    pub fn record(&mut self, finite: bool) {
+        match finite {
+            true => self.after_update(),
+            false => self.after_overflow(),
+        }
+    }
+
+    fn after_update(&mut self) {
         self.good_steps += 1;
         if self.good_steps >= GROWTH_INTERVAL {
             self.scale *= 2.0;
@@ -36,8 +44,7 @@ impl LossScale {
         }
     }
 
-    /// After a step skipped because its scaled gradients overflowed.
-    pub fn after_overflow(&mut self) {
+    fn after_overflow(&mut self) {
         self.scale /= 2.0;
         self.good_steps = 0;
     }
@@ -50,19 +57,19 @@ mod tests {
     #[test]
     fn halves_on_overflow_and_doubles_after_the_growth_interval() {
         let mut s = LossScale::new(INITIAL_SCALE);
-        s.after_overflow();
+        s.record(false);
         assert_eq!(s.scale, INITIAL_SCALE / 2.0);
         for _ in 0..GROWTH_INTERVAL - 1 {
-            s.after_update();
+            s.record(true);
         }
         assert_eq!(s.scale, INITIAL_SCALE / 2.0);
-        s.after_update();
+        s.record(true);
         assert_eq!((s.scale, s.good_steps), (INITIAL_SCALE, 0));
         // An overflow restarts the count.
         for _ in 0..10 {
-            s.after_update();
+            s.record(true);
         }
-        s.after_overflow();
+        s.record(false);
         assert_eq!((s.scale, s.good_steps), (INITIAL_SCALE / 2.0, 0));
     }
 }

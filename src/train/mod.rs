@@ -304,26 +304,26 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
         }
         let grad_norm = grads.global_norm() / scale;
         let lr = schedule.at(step);
+        // Under f16 loss scaling an overflow means the scale was too large: the step makes no
+        // update. Without it, a non-finite gradient ends the run.
         let skipped = !grad_norm.is_finite();
-        match state.loss_scale.as_mut() {
-            // An f16 overflow: the scale was too large; this step makes no update.
-            Some(loss_scale) if skipped => loss_scale.after_overflow(),
-            None if skipped => bail!(
+        if skipped && state.loss_scale.is_none() {
+            bail!(
                 "step {}: the gradient norm is {grad_norm}; stopping. {}",
                 step + 1,
                 last_good(out, step)
-            ),
-            _ => {
-                let clip = if t.max_grad_norm > 0.0 && grad_norm as f64 > t.max_grad_norm {
-                    (t.max_grad_norm / (grad_norm as f64 + 1e-6)) as f32
-                } else {
-                    1.0
-                };
-                model = optimizer.step(model, &grads, lr, clip / scale);
-                if let Some(loss_scale) = state.loss_scale.as_mut() {
-                    loss_scale.after_update();
-                }
-            }
+            );
+        }
+        if !skipped {
+            let clip = if t.max_grad_norm > 0.0 && grad_norm as f64 > t.max_grad_norm {
+                (t.max_grad_norm / (grad_norm as f64 + 1e-6)) as f32
+            } else {
+                1.0
+            };
+            model = optimizer.step(model, &grads, lr, clip / scale);
+        }
+        if let Some(loss_scale) = state.loss_scale.as_mut() {
+            loss_scale.record(!skipped);
         }
         grads.clear();
         state.step += 1;
