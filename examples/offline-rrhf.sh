@@ -20,7 +20,7 @@ $rrhf sample --model $model --queries data/prompts/train.jsonl --policy diverse-
   --max-new-tokens 96 --out "$out/samples.jsonl"
 $rrhf score --reward "$reward" --in "$out/samples.jsonl" --out "$out/ranked.jsonl"
 $rrhf train --config configs/offline-rrhf.toml --set data.train="\"$out/ranked.jsonl\"" \
-  --set output.dir="\"$out/run\""
+  --set output.dir="\"$out/run\"" --force
 $rrhf eval --model "$out/run/final" --against $model --queries data/prompts/eval.jsonl \
   --reward "$reward" --batch-queries 12
 echo "plot: $out/run/metrics.png"

@@ -24,9 +24,9 @@ for split in train eval; do
 done
 $rrhf train-rm --config configs/reward-model.toml \
   --set data.train="\"$out/train-ranked.jsonl\"" --set data.eval="\"$out/eval-ranked.jsonl\"" \
-  --set output.dir="\"$out/rm\""
+  --set output.dir="\"$out/rm\"" --force
 $rrhf train --config configs/online-reward-model.toml \
-  --set online.reward="\"model:$out/rm/final\"" --set output.dir="\"$out/policy\""
+  --set online.reward="\"model:$out/rm/final\"" --set output.dir="\"$out/policy\"" --force
 for judge in "model:$out/rm/final" "$label"; do
   $rrhf eval --model "$out/policy/final" --against $model --queries data/prompts/eval.jsonl \
     --reward "$judge" --batch-queries 12

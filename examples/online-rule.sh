@@ -13,7 +13,7 @@ reward=rule:length:max_words=30
 out=runs/example-online-rule
 
 $rrhf eval --model $model --queries data/prompts/eval.jsonl --reward $reward --batch-queries 12
-$rrhf train --config configs/online-length.toml --set output.dir="\"$out\""
+$rrhf train --config configs/online-length.toml --set output.dir="\"$out\"" --force
 $rrhf eval --model "$out/final" --against $model --queries data/prompts/eval.jsonl \
   --reward $reward --batch-queries 12
 echo "plot: $out/metrics.png"

@@ -22,4 +22,4 @@ PY
   mv "$gguf.part" "$gguf"
   rm -rf "$tmp"
 fi
-cd "$root" && cargo run --release --quiet -- convert --gguf "$gguf" --out "$out"
+cd "$root" && cargo run --release --quiet -- convert --gguf "$gguf" --out "$out" --force

@@ -18,7 +18,7 @@ $rrhf generate --model $model --prompt "What is the capital of France?" --max-ne
 echo "== the start model on held-out prompts"
 $rrhf eval --model $model --queries data/prompts/eval.jsonl --reward $reward --batch-queries 12
 echo "== online RRHF (configs/online-length.toml)"
-$rrhf train --config configs/online-length.toml --set output.dir=runs/quickstart
+$rrhf train --config configs/online-length.toml --set output.dir=runs/quickstart --force
 echo "== the trained model against the start model"
 $rrhf eval --model runs/quickstart/final --against $model --queries data/prompts/eval.jsonl \
   --reward $reward --batch-queries 12

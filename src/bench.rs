@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, Distribution, FloatDType, Int, Tensor};
 use serde_json::json;
 
@@ -57,7 +57,9 @@ pub struct KernelBench {
 }
 
 pub fn kernels(args: &KernelBench) -> Result<()> {
-    let selected = select(&args.device)?;
+    crate::kernels::check_logits_fit(args.s, args.t, args.v)
+        .context("--s, --t, --v: the unfused head is measured too")?;
+    let selected = select(&args.device).context("--device")?;
     eprintln!("device: {}", selected.description);
     bench_seq_logprob(&selected, args);
     bench_head(&selected, args);
@@ -255,7 +257,7 @@ pub fn step(args: &StepBench) -> Result<()> {
     if args.k < 2 || args.t < 4 || args.queries == 0 || args.steps == 0 {
         bail!("--k must be at least 2, --t at least 4, --queries and --steps at least 1");
     }
-    let selected = select(&args.device)?;
+    let selected = select(&args.device).context("--device")?;
     eprintln!("device: {}", selected.description);
     let device = args
         .gradient_checkpointing
@@ -280,11 +282,15 @@ pub fn step(args: &StepBench) -> Result<()> {
             if let Some((field, why)) = lora.invalid() {
                 bail!("--lora-rank: {field} {why}");
             }
-            model.with_fresh_lora(&lora, args.model.clone(), 0)
+            model.with_fresh_lora(&lora, args.model.clone(), 0)?
         }
         None => model,
     };
     model.precision = args.precision;
+    if args.unfused_head {
+        crate::kernels::check_logits_fit(args.queries * args.k, args.t, config.vocab_size)
+            .context("--unfused-head: drop it (the fused head holds one chunk of logits at a time), or lower --k, --t or --queries")?;
+    }
     let examples = synthetic_examples(args, config.vocab_size);
     let refs: Vec<&TokenizedExample> = examples.iter().collect();
     let batch = RankBatch::new(&refs);
@@ -405,7 +411,7 @@ fn synthetic_examples(args: &StepBench, vocab: usize) -> Vec<TokenizedExample> {
         .map(|q| TokenizedExample {
             query: take(query_len),
             responses: (0..args.k).map(|_| take(response_len)).collect(),
-            scores: (0..args.k).map(|r| r as f32).collect(),
+            scores: (0..args.k).map(|r| r as f64).collect(),
             line: q + 1,
         })
         .collect()

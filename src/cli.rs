@@ -3,14 +3,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use clap::{Args, Parser, Subcommand};
 
 use crate::bench;
+use crate::checkpoint::outputs::{check_against_inputs, check_output_dir, write_output_dir};
 use crate::checkpoint::{
-    self, SaveDtype, convert::convert_gguf, peft, save_model, write_file_atomically,
+    self, SaveDtype, convert::convert_gguf, peft, write_file_atomically, write_model_files,
 };
-use crate::data::{ScoredBatch, read_query_lines};
+use crate::data::{DEFAULT_MAX_LINE_BYTES, ScoredBatch, read_query_lines};
 use crate::device::{self, DeviceChoice, SelectedDevice};
 use crate::eval::{EvalSettings, ModelEval, evaluate_model, win_rate};
 use crate::loss::{HeadPath, sequence_logprobs};
@@ -43,11 +44,16 @@ enum Command {
     Convert {
         #[arg(long)]
         gguf: PathBuf,
+        /// A new or empty directory (see --force).
         #[arg(long)]
         out: PathBuf,
         /// Dtype of the written weights.
         #[arg(long, value_enum, default_value = "f32")]
         dtype: SaveDtype,
+        /// Write into a non-empty --out: replace the files rrhf writes (config, weights,
+        /// tokenizer) and keep every other file there.
+        #[arg(long)]
+        force: bool,
     },
     /// Fold LoRA adapters (a PEFT directory, e.g. a LoRA run's `final`) into their base model and
     /// save the full model.
@@ -58,11 +64,16 @@ enum Command {
         /// The base model directory; by default the adapter's `base_model_name_or_path`.
         #[arg(long)]
         base: Option<PathBuf>,
+        /// A new or empty directory (see --force), outside the adapter and base directories.
         #[arg(long)]
         out: PathBuf,
         /// Dtype of the written weights.
         #[arg(long, value_enum, default_value = "f32")]
         dtype: SaveDtype,
+        /// Write into a non-empty --out: replace the files rrhf writes (config, weights,
+        /// tokenizer) and keep every other file there.
+        #[arg(long)]
+        force: bool,
     },
     /// Continue prompts with the model.
     Generate(GenerateArgs),
@@ -137,7 +148,11 @@ impl RewardArgs {
     fn build(&self) -> Result<Box<dyn crate::rewards::Reward>> {
         let spec = RewardSpec::parse(&self.reward)?;
         let device = match spec {
-            RewardSpec::Model(_) => device::select(&self.reward_device)?.device,
+            RewardSpec::Model(_) => {
+                device::select(&self.reward_device)
+                    .context("--reward-device")?
+                    .device
+            }
             _ => crate::device::cpu_device().device,
         };
         spec.build(&RewardOptions {
@@ -197,6 +212,10 @@ struct TrainArgs {
     /// spans the whole run, so `--resume` continues it.
     #[arg(long)]
     stop_after: Option<usize>,
+    /// Start over in an output.dir that holds another run: removes that run's files (metrics,
+    /// checkpoints, final/, samples/, plot) and nothing else.
+    #[arg(long)]
+    force: bool,
 }
 
 /// Options every command that runs a model takes.
@@ -240,9 +259,14 @@ struct LogprobArgs {
 pub fn run() -> Result<()> {
     match Cli::parse().command {
         Command::Devices { json } => devices(json),
-        Command::Convert { gguf, out, dtype } => {
+        Command::Convert {
+            gguf,
+            out,
+            dtype,
+            force,
+        } => {
             let start = Instant::now();
-            let config = convert_gguf(&gguf, &out, dtype)?;
+            let config = convert_gguf(&gguf, &out, dtype, force)?;
             eprintln!(
                 "wrote {} ({} parameters, {} layers) in {:.1} s",
                 out.display(),
@@ -257,7 +281,8 @@ pub fn run() -> Result<()> {
             base,
             out,
             dtype,
-        } => merge_cmd(&adapter, base.as_deref(), &out, dtype),
+            force,
+        } => merge_cmd(&adapter, base.as_deref(), &out, dtype, force),
         Command::Generate(args) => generate_cmd(args),
         Command::Logprob(args) => logprob_cmd(args),
         Command::Sample(args) => sample_cmd(args),
@@ -271,7 +296,10 @@ pub fn run() -> Result<()> {
         Command::Bench {
             what: BenchCommand::Step(args),
         } => bench::step(&args),
-        Command::Plot { metrics, out } => crate::plot::plot_metrics(&metrics, &out),
+        Command::Plot { metrics, out } => {
+            check_against_inputs(&out, "--out", &[("metrics file", &metrics)], true)?;
+            crate::plot::plot_metrics(&metrics, &out)
+        }
     }
 }
 
@@ -286,16 +314,7 @@ fn devices(json: bool) -> Result<()> {
     if adapters.is_empty() {
         println!("no wgpu adapters (no Vulkan/Metal/DX12 driver found)");
     }
-    let mut gpu_index = 0;
-    for a in &adapters {
-        let handle = if a.is_gpu {
-            gpu_index += 1;
-            format!("gpu:{}", gpu_index - 1)
-        } else if a.device_type == "Cpu" {
-            "wgpu-cpu".into()
-        } else {
-            "-".into()
-        };
+    for (a, handle) in adapters.iter().zip(device::handles(&adapters)) {
         println!(
             "{handle:<9} {} [{} {}] driver: {}\n          max buffer {} MiB, storage binding {} MiB, workgroup memory {} KiB, \
              {} invocations/workgroup, f16: {}",
@@ -319,7 +338,7 @@ fn devices(json: bool) -> Result<()> {
 
 /// Selects the device and loads model and tokenizer, saying what was chosen.
 fn load(args: &ModelArgs) -> Result<(SelectedDevice, Llama, Tokenizer)> {
-    let selected = device::select(&args.device)?;
+    let selected = device::select(&args.device).context("--device")?;
     eprintln!("device: {}", selected.description);
     let start = Instant::now();
     let model = checkpoint::load_model(&args.model, &selected.device)?;
@@ -339,6 +358,7 @@ fn load(args: &ModelArgs) -> Result<(SelectedDevice, Llama, Tokenizer)> {
 }
 
 fn generate_cmd(args: GenerateArgs) -> Result<()> {
+    args.sampling.validate()?;
     let (_, model, tokenizer) = load(&args.model)?;
     let prompts = args
         .prompt
@@ -346,7 +366,8 @@ fn generate_cmd(args: GenerateArgs) -> Result<()> {
         .map(|p| tokenizer.encode_query(p, args.model.template))
         .collect::<Result<Vec<_>>>()?;
     let start = Instant::now();
-    let outputs = generate(&model, &prompts, &args.sampling, tokenizer.stop_ids())?;
+    let outputs = generate(&model, &prompts, &args.sampling, tokenizer.stop_ids())
+        .with_context(|| args.model.model.display().to_string())?;
     let seconds = start.elapsed().as_secs_f64();
     let new_tokens: usize = outputs.iter().map(|o| o.tokens.len()).sum();
     for (prompt, out) in args.prompt.iter().zip(&outputs) {
@@ -374,12 +395,24 @@ fn logprob_cmd(args: LogprobArgs) -> Result<()> {
     let sum: f64 = sum.into_scalar::<f32>() as f64;
     let count = count.into_scalar::<f32>() as usize;
     ensure!(count > 0, "the response has no tokens");
+    ensure!(
+        sum.is_finite(),
+        "{}: the response's log-probability is {sum}, not a finite number: the model's weights \
+         or config are broken",
+        args.model.model.display()
+    );
     let line = serde_json::json!({"sum": sum, "tokens": count, "mean": sum / count as f64});
     println!("{line}");
     Ok(())
 }
 
-fn merge_cmd(adapter: &Path, base: Option<&Path>, out: &Path, dtype: SaveDtype) -> Result<()> {
+fn merge_cmd(
+    adapter: &Path,
+    base: Option<&Path>,
+    out: &Path,
+    dtype: SaveDtype,
+    force: bool,
+) -> Result<()> {
     if !adapter.join(peft::ADAPTER_CONFIG).exists() {
         bail!(
             "{}: no {} (not a LoRA adapter directory)",
@@ -387,12 +420,15 @@ fn merge_cmd(adapter: &Path, base: Option<&Path>, out: &Path, dtype: SaveDtype) 
             peft::ADAPTER_CONFIG
         );
     }
+    let mut inputs = vec![("adapter directory", adapter)];
+    inputs.extend(base.map(|b| ("base model", b)));
+    check_output_dir(out, &inputs, force)?;
     let device = device::cpu_device().device;
     let model = peft::load_adapter_model(adapter, base, &device, burn::tensor::FloatDType::F32)?;
     let base_dir = model
         .adapter
         .as_ref()
-        .expect("adapters loaded")
+        .expect("load_adapter_model attaches the adapters")
         .base
         .clone();
     let merged = model.merge_lora();
@@ -402,7 +438,10 @@ fn merge_cmd(adapter: &Path, base: Option<&Path>, out: &Path, dtype: SaveDtype) 
         true => adapter,
         false => &base_dir,
     };
-    save_model(&merged, Some(tokenizer_from), out, dtype)?;
+    let inputs = [("adapter directory", adapter), ("base model", &base_dir)];
+    write_output_dir(out, &inputs, force, |dir| {
+        write_model_files(&merged, Some(tokenizer_from), dir, dtype)
+    })?;
     eprintln!(
         "wrote {} (adapters of {} merged into {})",
         out.display(),
@@ -428,6 +467,7 @@ fn train_cmd(args: TrainArgs, reward_model: bool) -> Result<()> {
         &RunOptions {
             resume: args.resume,
             stop_after: args.stop_after,
+            force: args.force,
         },
     )?;
     let mut line = serde_json::json!({
@@ -451,7 +491,8 @@ fn train_cmd(args: TrainArgs, reward_model: bool) -> Result<()> {
 
 fn sample_cmd(args: SampleArgs) -> Result<()> {
     args.policy.validate()?;
-    let lines = read_query_lines(&args.queries)?;
+    check_against_inputs(&args.out, "--out", &[("query file", &args.queries)], true)?;
+    let lines = read_query_lines(&args.queries, DEFAULT_MAX_LINE_BYTES)?;
     let (_, model, tokenizer) = load(&args.model)?;
     let prompts = lines
         .iter()
@@ -504,7 +545,8 @@ fn sample_cmd(args: SampleArgs) -> Result<()> {
 }
 
 fn score_cmd(args: ScoreArgs) -> Result<()> {
-    let lines = read_query_lines(&args.input)?;
+    check_against_inputs(&args.out, "--out", &[("--in file", &args.input)], true)?;
+    let lines = read_query_lines(&args.input, DEFAULT_MAX_LINE_BYTES)?;
     if let Some(l) = lines.iter().find(|l| l.responses.is_empty()) {
         anyhow::bail!(
             "{}:{}: field `responses` is missing: nothing to score",
@@ -535,9 +577,12 @@ fn score_cmd(args: ScoreArgs) -> Result<()> {
 
 fn eval_cmd(args: EvalArgs) -> Result<()> {
     args.sampling.validate()?;
-    let lines = read_query_lines(&args.queries)?;
+    if let Some(answers) = &args.answers {
+        check_against_inputs(answers, "--answers", &[("query file", &args.queries)], true)?;
+    }
+    let lines = read_query_lines(&args.queries, DEFAULT_MAX_LINE_BYTES)?;
     let mut reward = args.reward.build()?;
-    let selected = device::select(&args.model.device)?;
+    let selected = device::select(&args.model.device).context("--device")?;
     eprintln!("device: {}", selected.description);
     let settings = EvalSettings {
         sampling: args.sampling.clone(),

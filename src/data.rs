@@ -2,33 +2,43 @@
 //!
 //! Two line formats: `{"query": str, "responses": [str, ...], "scores": [number, ...]}` (the
 //! original RRHF format) and `{"prompt": str, "chosen": str, "rejected": str}` (read as two
-//! responses with scores 1 and 0). Every error names the file, the line and the field.
+//! responses with scores 1 and 0). Every error names the file, the line and the field. Lines are
+//! read one at a time, each at most `data.max_line_bytes` long, so reading takes memory in
+//! proportion to the longest line allowed, whatever the file holds.
+//!
+//! Scores are kept as the numbers they were read as (f64); what training uses of them is their
+//! order within each query, decided on those numbers, so scores that differ only beyond f32's
+//! precision still rank, and a score too large for f32 still counts as the largest.
 //!
 //! A scored sequence is a query followed by a response (which ends in EOS). The model reads the
 //! sequence without its last token and predicts the next one at every position; only predictions
 //! of response tokens (EOS included) count, never query tokens or padding. Sequences are truncated
 //! first and then right-padded to the longest one of their batch.
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::tokenizer::{TemplateMode, Tokenizer};
+use crate::tokenizer::{Keep, TemplateMode, Tokenizer};
+
+/// The longest line a data file may have unless `data.max_line_bytes` says otherwise.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 16 << 20;
 
 /// One line of a ranked file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RankedExample {
     pub query: String,
     pub responses: Vec<String>,
-    pub scores: Vec<f32>,
+    pub scores: Vec<f64>,
     /// 1-based line number in its file, for messages.
     pub line: usize,
 }
 
 /// Reads a ranked or pairwise JSONL file (blank lines are skipped).
-pub fn read_ranked_jsonl(path: &Path) -> Result<Vec<RankedExample>> {
-    read_jsonl(path, "ranked data", |line, number| {
+pub fn read_ranked_jsonl(path: &Path, max_line_bytes: usize) -> Result<Vec<RankedExample>> {
+    read_jsonl(path, "ranked data", max_line_bytes, |line, number| {
         let q = parse_query_line(line, number)?;
         if q.responses.is_empty() {
             bail!("field `responses` is missing (or give `prompt`, `chosen`, `rejected`)");
@@ -48,7 +58,7 @@ pub fn read_ranked_jsonl(path: &Path) -> Result<Vec<RankedExample>> {
 pub struct QueryLine {
     pub query: String,
     pub responses: Vec<String>,
-    pub scores: Option<Vec<f32>>,
+    pub scores: Option<Vec<f64>>,
     pub line: usize,
 }
 
@@ -57,41 +67,124 @@ impl QueryLine {
     /// chosen one of a pair, or the only one.
     pub fn reference(&self) -> Option<&str> {
         match &self.scores {
-            Some(scores) => {
-                let mut best = 0;
-                for (i, s) in scores.iter().enumerate() {
-                    if *s > scores[best] {
-                        best = i;
-                    }
-                }
-                self.responses.get(best).map(String::as_str)
-            }
+            Some(scores) => self
+                .responses
+                .get(best_response(scores))
+                .map(String::as_str),
             None if self.responses.len() == 1 => Some(&self.responses[0]),
             None => None,
         }
     }
 }
 
-/// Reads queries from JSONL: `query` (or `prompt`), with optional `responses` and `scores` or
-/// `chosen` and `rejected`. Ranked, pairwise and sampled files are all query files.
-pub fn read_query_lines(path: &Path) -> Result<Vec<QueryLine>> {
-    read_jsonl(path, "queries", parse_query_line)
+/// The best response of a query: the highest score, the first on ties.
+pub fn best_response(scores: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, s) in scores.iter().enumerate() {
+        if *s > scores[best] {
+            best = i;
+        }
+    }
+    best
 }
 
+/// Each score's rank among its query's scores: how many distinct scores are below it. Equal
+/// scores share a rank, and r_i < r_j exactly when score_i < score_j, so the ranking kernels,
+/// which compare rewards in f32, see the order of the f64 scores as they were read.
+pub fn score_ranks(scores: &[f64]) -> Vec<f32> {
+    let mut distinct = scores.to_vec();
+    distinct.sort_by(f64::total_cmp);
+    distinct.dedup();
+    scores
+        .iter()
+        .map(|s| distinct.partition_point(|d| d < s) as f32)
+        .collect()
+}
+
+/// Ranked data trains the ranking loss only through queries whose scores order some pair of
+/// responses. None at all is an error (the loss would be the fine-tune term alone, silently);
+/// some tied queries get one warning with their count.
+pub fn check_rankable(examples: &[RankedExample], path: &Path) -> Result<()> {
+    let tied = examples
+        .iter()
+        .filter(|e| e.scores.iter().all(|s| *s == e.scores[0]))
+        .count();
+    if tied == examples.len() {
+        bail!(
+            "{}: no query has two responses with different scores (all {tied} are ties or have \
+             one response), so the ranking loss would be 0 at every step; score the responses, \
+             or fine-tune on them instead",
+            path.display()
+        );
+    }
+    if tied > 0 {
+        eprintln!(
+            "warning: {}: {tied} of {} queries have only tied scores (or one response); they \
+             add to the fine-tune loss but not to the ranking loss",
+            path.display(),
+            examples.len()
+        );
+    }
+    Ok(())
+}
+
+/// Reads queries from JSONL: `query` (or `prompt`), with optional `responses` and `scores` or
+/// `chosen` and `rejected`. Ranked, pairwise and sampled files are all query files.
+pub fn read_query_lines(path: &Path, max_line_bytes: usize) -> Result<Vec<QueryLine>> {
+    read_jsonl(path, "queries", max_line_bytes, parse_query_line)
+}
+
+/// Parses each non-blank line of `path` with `parse(line, number)`; errors are prefixed with
+/// `path:line`. A line longer than `max_line_bytes`, one that is not UTF-8 and a byte-order mark
+/// are errors of their own.
 fn read_jsonl<T>(
     path: &Path,
     what: &str,
+    max_line_bytes: usize,
     parse: impl Fn(&str, usize) -> Result<T>,
 ) -> Result<Vec<T>> {
-    let text = std::fs::read_to_string(path)
+    let file = std::fs::File::open(path)
         .with_context(|| format!("cannot read {what} {}", path.display()))?;
+    let mut reader = BufReader::new(file);
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    let mut bytes = Vec::new();
+    for number in 1.. {
+        bytes.clear();
+        let at = format!("{}:{number}", path.display());
+        (&mut reader)
+            .take(max_line_bytes as u64 + 1)
+            .read_until(b'\n', &mut bytes)
+            .with_context(|| format!("cannot read {what} {at}"))?;
+        if bytes.is_empty() {
+            break;
+        }
+        if bytes.last() == Some(&b'\n') {
+            bytes.pop();
+        } else if bytes.len() > max_line_bytes {
+            bail!(
+                "{at}: the line is longer than {max_line_bytes} bytes (data.max_line_bytes); \
+                 split it or raise the limit"
+            );
+        }
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+        if number == 1 && bytes.starts_with(b"\xEF\xBB\xBF") {
+            bail!(
+                "{at}: the file starts with a byte-order mark (BOM, bytes EF BB BF); JSONL is \
+                 UTF-8 without one: save it without the BOM"
+            );
+        }
+        let line = std::str::from_utf8(&bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "{at}: not valid UTF-8 (at byte {} of the line); JSONL must be UTF-8",
+                e.valid_up_to() + 1
+            )
+        })?;
         if line.trim().is_empty() {
             continue;
         }
-        let at = format!("{}:{}", path.display(), i + 1);
-        out.push(parse(line, i + 1).with_context(|| at)?);
+        out.push(parse(line, number).with_context(|| at)?);
     }
     if out.is_empty() {
         bail!("{}: no examples", path.display());
@@ -120,12 +213,27 @@ fn parse_query_line(line: &str, number: usize) -> Result<QueryLine> {
             None => bail!("field `{field}` is missing"),
         }
     };
-    let query_field = if obj.contains_key("prompt") && !obj.contains_key("query") {
+    if obj.contains_key("prompt") && obj.contains_key("query") {
+        bail!("fields `query` and `prompt` are both given: which is the query? keep one");
+    }
+    let query_field = if obj.contains_key("prompt") {
         "prompt"
     } else {
         "query"
     };
-    if obj.contains_key("chosen") || obj.contains_key("rejected") {
+    let pairwise = ["chosen", "rejected"]
+        .iter()
+        .find(|f| obj.contains_key(**f));
+    let ranked = ["responses", "scores"]
+        .iter()
+        .find(|f| obj.contains_key(**f));
+    if let (Some(p), Some(r)) = (pairwise, ranked) {
+        bail!(
+            "fields `{r}` and `{p}` are both given: a line is either ranked (responses, scores) \
+             or pairwise (chosen, rejected), not both"
+        );
+    }
+    if pairwise.is_some() {
         return Ok(QueryLine {
             query: string(query_field)?,
             responses: vec![string("chosen")?, string("rejected")?],
@@ -154,13 +262,13 @@ fn parse_query_line(line: &str, number: usize) -> Result<QueryLine> {
     if obj.contains_key("responses") && responses.is_empty() {
         bail!("field `responses`: the list is empty");
     }
-    let scores: Option<Vec<f32>> = match obj.get("scores") {
+    let scores: Option<Vec<f64>> = match obj.get("scores") {
         Some(Value::Array(items)) => Some(
             items
                 .iter()
                 .enumerate()
                 .map(|(j, v)| match v.as_f64() {
-                    Some(x) if x.is_finite() => Ok(x as f32),
+                    Some(x) if x.is_finite() => Ok(x),
                     _ => bail!("field `scores[{j}]`: expected a finite number, got {v}"),
                 })
                 .collect::<Result<_>>()?,
@@ -215,7 +323,7 @@ pub struct TokenizeOptions {
 pub struct TokenizedExample {
     pub query: Vec<u32>,
     pub responses: Vec<Vec<u32>>,
-    pub scores: Vec<f32>,
+    pub scores: Vec<f64>,
     /// The line of its file, for messages.
     pub line: usize,
 }
@@ -245,17 +353,26 @@ pub fn tokenize_example(
     tokenizer: &Tokenizer,
     opts: TokenizeOptions,
 ) -> Result<TokenizedExample> {
-    let mut query = tokenizer.encode_query(&ex.query, opts.template)?;
-    if let Some(limit) = opts.max_query_length
-        && query.len() > limit
-    {
-        query.drain(..query.len() - limit);
-    }
+    // Only as much of a long text is tokenised as the limits can keep (`encode_bounded`).
+    let query = match opts.max_query_length {
+        Some(limit) => {
+            let mut ids =
+                tokenizer.encode_query_bounded(&ex.query, opts.template, limit, Keep::Tail)?;
+            ids.drain(..ids.len().saturating_sub(limit));
+            ids
+        }
+        None => {
+            tokenizer.encode_query_bounded(&ex.query, opts.template, opts.max_length, Keep::Head)?
+        }
+    };
     if query.len() >= opts.max_length {
+        let count = match query.len() > opts.max_length {
+            true => format!("more than {}", opts.max_length),
+            false => query.len().to_string(),
+        };
         bail!(
-            "field `query`: {} tokens leave no room for a response under max_length = {} \
+            "field `query`: {count} tokens leave no room for a response under max_length = {} \
              (raise data.max_length, or set data.max_query_length to keep the query's end)",
-            query.len(),
             opts.max_length
         );
     }
@@ -263,11 +380,7 @@ pub fn tokenize_example(
     let responses = ex
         .responses
         .iter()
-        .map(|r| {
-            let mut ids = tokenizer.encode_response(r)?;
-            ids.truncate(room);
-            Ok(ids)
-        })
+        .map(|r| tokenizer.encode_response_truncated(r, room))
         .collect::<Result<_>>()?;
     Ok(TokenizedExample {
         query,
@@ -287,7 +400,8 @@ pub struct RankBatch {
     pub slots: usize,
     /// `[queries * slots]`: the sequence row of each slot, `None` for padding.
     pub slot_rows: Vec<Option<usize>>,
-    /// `[queries * slots]`: rewards (0 under padding).
+    /// `[queries * slots]`: each response's rank among its query's scores ([`score_ranks`]; 0
+    /// under padding): what the ranking loss compares.
     pub rewards: Vec<f32>,
     /// `[queries * slots]`: 1 for real responses, 0 for padding.
     pub valid: Vec<f32>,
@@ -316,17 +430,14 @@ impl RankBatch {
         let mut padded_lens = Vec::with_capacity(queries);
         for (q, ex) in examples.iter().enumerate() {
             let first_row = pairs.len();
-            let mut best = 0;
+            let ranks = score_ranks(&ex.scores);
             for (j, response) in ex.responses.iter().enumerate() {
                 slot_rows[q * slots + j] = Some(pairs.len());
-                rewards[q * slots + j] = ex.scores[j];
+                rewards[q * slots + j] = ranks[j];
                 valid[q * slots + j] = 1.0;
-                if ex.scores[j] > ex.scores[best] {
-                    best = j;
-                }
                 pairs.push((ex.query.clone(), response.clone()));
             }
-            best_rows.push(first_row + best);
+            best_rows.push(first_row + best_response(&ex.scores));
             let longest = ex.responses.iter().map(Vec::len).max().unwrap_or(0);
             padded_lens.push((ex.query.len() + longest - 1) as f32);
         }
@@ -406,7 +517,7 @@ impl ScoredBatch {
 mod tests {
     use super::*;
 
-    fn example(query: Vec<u32>, responses: Vec<Vec<u32>>, scores: Vec<f32>) -> TokenizedExample {
+    fn example(query: Vec<u32>, responses: Vec<Vec<u32>>, scores: Vec<f64>) -> TokenizedExample {
         TokenizedExample {
             query,
             responses,
@@ -433,7 +544,8 @@ mod tests {
             vec![Some(0), Some(1), None, Some(2), Some(3), Some(4)]
         );
         assert_eq!(batch.valid, vec![1., 1., 0., 1., 1., 1.]);
-        assert_eq!(batch.rewards, vec![0.5, 2.0, 0.0, 1.0, 1.0, 0.0]);
+        // Ranks within each query: 0.5 < 2.0; 1.0 = 1.0 > 0.0.
+        assert_eq!(batch.rewards, vec![0., 1., 0., 1., 1., 0.]);
         // Best: the higher score; on a tie the first.
         assert_eq!(batch.best_rows, vec![1, 2]);
         assert_eq!(batch.response_lens, vec![2., 3., 2., 1., 2.]);

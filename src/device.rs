@@ -179,6 +179,36 @@ fn wgpu_device(adapter: &Adapter) -> SelectedDevice {
     }
 }
 
+/// How `--device` names an adapter: `gpu:N` for the N-th GPU, `wgpu-cpu` for a CPU adapter,
+/// `-` for one rrhf does not address (wgpu's `Other` type).
+pub fn handles(adapters: &[Adapter]) -> Vec<String> {
+    let mut gpus = 0;
+    adapters
+        .iter()
+        .map(|a| {
+            if a.is_gpu {
+                gpus += 1;
+                format!("gpu:{}", gpus - 1)
+            } else if a.device_type == "Cpu" {
+                "wgpu-cpu".into()
+            } else {
+                "-".into()
+            }
+        })
+        .collect()
+}
+
+/// The devices of this machine as `--device` names them, for messages.
+fn device_list(adapters: &[Adapter]) -> String {
+    let mut names = vec!["cpu (burn flex backend)".to_string()];
+    for (handle, a) in handles(adapters).into_iter().zip(adapters) {
+        if handle != "-" {
+            names.push(format!("{handle} ({}, {})", a.name, a.backend));
+        }
+    }
+    format!("the devices here are: {}", names.join(", "))
+}
+
 pub fn select(choice: &DeviceChoice) -> Result<SelectedDevice> {
     match choice {
         DeviceChoice::Cpu => Ok(cpu_device()),
@@ -190,26 +220,33 @@ pub fn select(choice: &DeviceChoice) -> Result<SelectedDevice> {
                 .map_or_else(cpu_device, wgpu_device))
         }
         DeviceChoice::Gpu(n) => {
-            let gpus: Vec<Adapter> = adapters().into_iter().filter(|a| a.is_gpu).collect();
+            let all = adapters();
+            let gpus: Vec<&Adapter> = all.iter().filter(|a| a.is_gpu).collect();
             let n = n.unwrap_or(0);
             match gpus.get(n) {
                 Some(a) => Ok(wgpu_device(a)),
                 None if gpus.is_empty() => bail!(
-                    "--device gpu: wgpu finds no GPU adapter on this machine (see `rrhf devices`); \
-                     use --device cpu, or --device wgpu-cpu for a CPU adapter such as lavapipe"
+                    "device `{choice}`: wgpu finds no GPU adapter on this machine (see `rrhf \
+                     devices`); {}. Use cpu, or wgpu-cpu for a CPU adapter such as lavapipe",
+                    device_list(&all)
                 ),
                 None => bail!(
-                    "--device gpu:{n}: there are {} GPU adapters (gpu:0..gpu:{})",
+                    "device `{choice}`: there are {} GPU adapters; {}",
                     gpus.len(),
-                    gpus.len() - 1
+                    device_list(&all)
                 ),
             }
         }
-        DeviceChoice::WgpuCpu => match adapters().into_iter().find(|a| a.device_type == "Cpu") {
-            Some(a) => Ok(wgpu_device(&a)),
-            None => bail!(
-                "--device wgpu-cpu: wgpu finds no CPU adapter; on Debian/Ubuntu install mesa-vulkan-drivers (lavapipe)"
-            ),
-        },
+        DeviceChoice::WgpuCpu => {
+            let all = adapters();
+            match all.iter().find(|a| a.device_type == "Cpu") {
+                Some(a) => Ok(wgpu_device(a)),
+                None => bail!(
+                    "device `wgpu-cpu`: wgpu finds no CPU adapter ({}); on Debian/Ubuntu install \
+                     mesa-vulkan-drivers (lavapipe)",
+                    device_list(&all)
+                ),
+            }
+        }
     }
 }

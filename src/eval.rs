@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result, ensure};
 
 use crate::checkpoint::load_model;
 use crate::data::{QueryLine, ScoredBatch};
@@ -40,6 +40,17 @@ pub struct EvalSettings {
 }
 
 pub fn evaluate_model(
+    dir: &Path,
+    device: &Device,
+    lines: &[QueryLine],
+    reward: &mut dyn Reward,
+    settings: &EvalSettings,
+) -> Result<ModelEval> {
+    evaluate_loaded(dir, device, lines, reward, settings)
+        .with_context(|| format!("evaluating {}", dir.display()))
+}
+
+fn evaluate_loaded(
     dir: &Path,
     device: &Device,
     lines: &[QueryLine],
@@ -125,7 +136,14 @@ pub fn reference_perplexity(
         nll -= sums.iter().map(|&s| s as f64).sum::<f64>();
         count += counts.iter().map(|&c| c as f64).sum::<f64>();
     }
-    Ok(Some((nll / count).exp()))
+    let perplexity = (nll / count).exp();
+    ensure!(
+        nll.is_finite(),
+        "the reference responses' log-probability is {}, not a finite number: the model's \
+         weights or config are broken",
+        -nll
+    );
+    Ok(Some(perplexity))
 }
 
 /// The fraction of queries where `a` scored higher than `b`, ties counting half.

@@ -196,7 +196,7 @@ fn f32_gguf_converts_back_to_the_same_model_and_tokenizer() {
         let gguf = dir.join("tiny.gguf");
         let original = write_tiny_gguf(name, &gguf, 0);
         let out = dir.join("hf");
-        convert_gguf(&gguf, &out, SaveDtype::F32).unwrap();
+        convert_gguf(&gguf, &out, SaveDtype::F32, false).unwrap();
         let converted = load_model(&out, &cpu_device().device).unwrap();
         // Same weights bit for bit: the permutation is undone exactly.
         assert_eq!(
@@ -270,7 +270,7 @@ fn quantised_gguf_converts_to_the_quantised_model() {
         let gguf = dir.join(format!("tiny-{ty}.gguf"));
         let original = write_tiny_gguf("tiny-gqa", &gguf, ty);
         let out = dir.join(format!("hf-{ty}"));
-        convert_gguf(&gguf, &out, SaveDtype::F32).unwrap();
+        convert_gguf(&gguf, &out, SaveDtype::F32, false).unwrap();
         let converted = load_model(&out, &cpu_device().device).unwrap();
         let (want, got, before) = (
             logits(&rounded(&original, ty)),
@@ -300,7 +300,7 @@ fn convert_error(bytes: &[u8], name: &str) -> String {
     let dir = scratch(&format!("gguf-bad-{name}"));
     let path = dir.join(format!("{name}.gguf"));
     std::fs::write(&path, bytes).unwrap();
-    match convert_gguf(&path, &dir.join("out"), SaveDtype::F32) {
+    match convert_gguf(&path, &dir.join("out"), SaveDtype::F32, false) {
         Ok(_) => panic!("{name} converted"),
         Err(e) => {
             assert!(
@@ -346,7 +346,7 @@ fn bad_gguf_files_get_clear_errors() {
     });
     let err = format!(
         "{:#}",
-        convert_gguf(&llama31, &dir.join("o31"), SaveDtype::F32).unwrap_err()
+        convert_gguf(&llama31, &dir.join("o31"), SaveDtype::F32, false).unwrap_err()
     );
     assert!(
         err.contains("llama31.gguf") && err.contains("rope_freqs.weight"),
@@ -356,7 +356,7 @@ fn bad_gguf_files_get_clear_errors() {
     let missing = scratch("gguf-missing").join("absent.gguf");
     let err = format!(
         "{:#}",
-        convert_gguf(&missing, &dir.join("o"), SaveDtype::F32).unwrap_err()
+        convert_gguf(&missing, &dir.join("o"), SaveDtype::F32, false).unwrap_err()
     );
     assert!(err.contains("absent.gguf"), "{err}");
 

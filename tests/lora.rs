@@ -213,6 +213,7 @@ fn lora_run_trains_only_the_adapters_and_resumes_exactly() {
             &RunOptions {
                 resume: None,
                 stop_after: None,
+                force: false,
             },
         )
         .unwrap();
@@ -253,6 +254,7 @@ fn lora_run_trains_only_the_adapters_and_resumes_exactly() {
             &RunOptions {
                 resume: None,
                 stop_after: Some(3),
+                force: false,
             },
         )
         .unwrap();
@@ -261,6 +263,7 @@ fn lora_run_trains_only_the_adapters_and_resumes_exactly() {
             &RunOptions {
                 resume: Some(stopped.saved),
                 stop_after: None,
+                force: false,
             },
         )
         .unwrap();

@@ -138,6 +138,7 @@ fn train_rm_ranks_held_out_responses() {
             &RunOptions {
                 resume: None,
                 stop_after: None,
+                force: false,
             },
         )
         .unwrap();
@@ -177,6 +178,7 @@ fn train_rm_with_layer_checkpointing_takes_the_same_steps() {
             &RunOptions {
                 resume: None,
                 stop_after: None,
+                force: false,
             },
         )
         .unwrap();

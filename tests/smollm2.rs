@@ -142,6 +142,7 @@ fn first_rrhf_loss_equals_pytorch_and_training_lowers_it() {
     let options = rrhf::train::RunOptions {
         resume: None,
         stop_after: None,
+        force: false,
     };
     rrhf::train::train(&config, &options).unwrap();
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))

@@ -33,6 +33,7 @@ fn tiny_model_learns_the_ranking() {
             &RunOptions {
                 resume: None,
                 stop_after: None,
+                force: false,
             },
         )
         .unwrap();
@@ -86,6 +87,7 @@ fn resume_continues_exactly() {
             &RunOptions {
                 resume: None,
                 stop_after: None,
+                force: false,
             },
         )
         .unwrap();
@@ -97,6 +99,7 @@ fn resume_continues_exactly() {
             &RunOptions {
                 resume: None,
                 stop_after: Some(3),
+                force: false,
             },
         )
         .unwrap();
@@ -106,6 +109,7 @@ fn resume_continues_exactly() {
             &RunOptions {
                 resume: Some(stopped.saved),
                 stop_after: None,
+                force: false,
             },
         )
         .unwrap();
@@ -316,14 +320,24 @@ fn online_config(out: &Path) -> TrainConfig {
 fn online_rounds_sample_score_and_resume_exactly() {
     let whole = scratch("train-online-whole");
     let run = |out: &Path, resume: Option<PathBuf>, stop_after| {
-        train(&online_config(out), &RunOptions { resume, stop_after }).unwrap()
+        train(
+            &online_config(out),
+            &RunOptions {
+                resume,
+                stop_after,
+                force: false,
+            },
+        )
+        .unwrap()
     };
     run(&whole, None, None);
     // Rounds at steps 0 and 2, each 2 steps x 8 queries, each query with 2 samples + its own.
     for start in [0, 2] {
-        let round =
-            rrhf::data::read_ranked_jsonl(&whole.join(format!("samples/round-{start}.jsonl")))
-                .unwrap();
+        let round = rrhf::data::read_ranked_jsonl(
+            &whole.join(format!("samples/round-{start}.jsonl")),
+            rrhf::data::DEFAULT_MAX_LINE_BYTES,
+        )
+        .unwrap();
         assert!(!round.is_empty() && round.len() <= 16);
         for line in &round {
             assert!(line.responses.len() >= 3, "{line:?}");
@@ -334,7 +348,7 @@ fn online_rounds_sample_score_and_resume_exactly() {
                 } else if words <= 3 {
                     1.0
                 } else {
-                    3.0 / words as f32
+                    3.0 / words as f64
                 };
                 assert!((s - expected).abs() < 1e-6, "{r:?} scored {s}");
             }
@@ -396,6 +410,7 @@ fn gradient_checkpointing_takes_the_same_steps() {
                 &RunOptions {
                     resume: None,
                     stop_after: None,
+                    force: false,
                 },
             )
             .unwrap();
@@ -445,6 +460,7 @@ fn mixed_precision_follows_f32() {
                 &RunOptions {
                     resume: None,
                     stop_after: None,
+                    force: false,
                 },
             );
             result.map(|_| (step_figures(&out), metrics(&out)))
@@ -501,6 +517,7 @@ fn f16_overflow_skips_the_step_and_halves_the_scale() {
         &RunOptions {
             resume: None,
             stop_after: None,
+            force: false,
         },
     )
     .unwrap();
@@ -615,7 +632,11 @@ fn f16_resume_keeps_the_loss_scale() {
     let run = |out: &Path, resume: Option<PathBuf>, stop_after: Option<usize>| {
         train(
             &config(out, &device, &extra),
-            &RunOptions { resume, stop_after },
+            &RunOptions {
+                resume,
+                stop_after,
+                force: false,
+            },
         )
         .unwrap()
     };
@@ -680,6 +701,7 @@ fn data_parallel_takes_the_same_steps() {
             &RunOptions {
                 resume: None,
                 stop_after: None,
+                force: false,
             },
         )
         .unwrap();

@@ -19,9 +19,10 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, PostProcessorWrapper, PreTokenizerWrapper, SplitDelimiterBehavior};
 
+use super::MAX_SHARD_BYTES;
 use super::gguf::{GgufFile, Value};
+use super::outputs::{check_output_dir, write_output_dir};
 use super::safetensors_dir::{SaveDtype, write_weights};
-use super::{MAX_SHARD_BYTES, write_dir_atomically};
 use crate::model::{HostTensor, LlamaConfig, checkpoint_tensors};
 
 /// llama.cpp's `tokenizer.ggml.token_type` values.
@@ -31,13 +32,17 @@ const TOKEN_USER_DEFINED: i64 = 4;
 /// LLaMA 3's pre-tokenizer split (llama.cpp: llama3, llama-bpe, ...).
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
-/// Converts `gguf` into a Hugging Face directory at `out`; weights are written in `dtype`.
-pub fn convert_gguf(gguf: &Path, out: &Path, dtype: SaveDtype) -> Result<LlamaConfig> {
+/// Converts `gguf` into a Hugging Face directory at `out`; weights are written in `dtype`. `out`
+/// follows the rules of `--out` directories (`outputs::write_output_dir`): new or empty, or
+/// under `force` only rrhf's own files in it are replaced.
+pub fn convert_gguf(gguf: &Path, out: &Path, dtype: SaveDtype, force: bool) -> Result<LlamaConfig> {
+    let inputs = [("GGUF file", gguf)];
+    check_output_dir(out, &inputs, force)?;
     let file = GgufFile::open(gguf)?;
     let config = config_from_gguf(&file)?;
     let weights = weights_from_gguf(&file, &config)?;
     let (tokenizer, tokenizer_config) = tokenizer_from_gguf(&file)?;
-    write_dir_atomically(out, |dir| {
+    write_output_dir(out, &inputs, force, |dir| {
         std::fs::write(
             dir.join("config.json"),
             serde_json::to_string_pretty(&config.to_json(dtype.torch_name()))?,

@@ -197,8 +197,11 @@ impl TensorInfo {
         self.dims.iter().rev().map(|&d| d as usize).collect()
     }
 
-    pub fn num_elements(&self) -> usize {
-        self.dims.iter().product::<u64>() as usize
+    /// The element count, or `None` when it overflows.
+    pub fn num_elements(&self) -> Option<usize> {
+        self.dims
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
     }
 }
 
@@ -208,6 +211,7 @@ pub struct GgufFile {
     pub metadata: BTreeMap<String, Value>,
     pub tensors: Vec<TensorInfo>,
     data_start: usize,
+    alignment: usize,
 }
 
 struct Cursor<'a> {
@@ -353,37 +357,62 @@ impl GgufFile {
             alignment.is_power_of_two(),
             "field `general.alignment` is {alignment}, not a power of two"
         );
-        let data_start = c.pos.div_ceil(alignment) * alignment;
+        let data_start = c
+            .pos
+            .checked_next_multiple_of(alignment)
+            .context("the tensor data would start past the end of the address space")?;
         let file = Self {
             path: path.to_path_buf(),
             map,
             metadata,
             tensors,
             data_start,
+            alignment,
         };
         for t in &file.tensors {
             if let Some(ty) = GgmlType::from_id(t.type_id) {
-                let end = t.offset as usize + file.byte_size(t, ty)?;
-                ensure!(
-                    file.data_start + end <= file.map.len(),
-                    "tensor `{}` lies past the end of the file (truncated?)",
-                    t.name
-                );
+                file.data_range(t, ty)?;
             }
         }
         Ok(file)
     }
 
-    fn byte_size(&self, t: &TensorInfo, ty: GgmlType) -> Result<usize> {
+    /// Where tensor `t`'s data lies in the file, every step of the arithmetic checked: the
+    /// offset must be aligned, and the bytes its type and shape need must lie inside the file.
+    fn data_range(&self, t: &TensorInfo, ty: GgmlType) -> Result<std::ops::Range<usize>> {
         let (block, bytes) = ty.block();
-        let n = t.num_elements();
+        let n = t
+            .num_elements()
+            .with_context(|| format!("tensor `{}`: the shape {:?} overflows", t.name, t.dims))?;
         ensure!(
-            t.dims[0] as usize % block == 0,
+            t.dims[0] % block as u64 == 0,
             "tensor `{}`: rows of {} elements do not divide into {ty:?} blocks of {block}",
             t.name,
             t.dims[0]
         );
-        Ok(n / block * bytes)
+        let size = (n / block).checked_mul(bytes);
+        let start = usize::try_from(t.offset)
+            .ok()
+            .and_then(|o| self.data_start.checked_add(o));
+        let end = start.zip(size).and_then(|(s, n)| s.checked_add(n));
+        match (start, end) {
+            (Some(start), Some(end)) if end <= self.map.len() => {
+                ensure!(
+                    t.offset % self.alignment as u64 == 0,
+                    "tensor `{}`: offset {} is not a multiple of the alignment {}",
+                    t.name,
+                    t.offset,
+                    self.alignment
+                );
+                Ok(start..end)
+            }
+            _ => bail!(
+                "tensor `{}` (offset {}, {n} {ty:?} elements) lies past the end of the file \
+                 (truncated?)",
+                t.name,
+                t.offset
+            ),
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -422,9 +451,10 @@ impl GgufFile {
                 ggml_type_name(t.type_id)
             )
         })?;
-        let start = self.data_start + t.offset as usize;
-        let bytes = &self.map[start..start + self.byte_size(t, ty)?];
-        Ok(HostTensor::new(t.shape(), dequantize(bytes, ty)))
+        let range = self
+            .data_range(t, ty)
+            .with_context(|| self.path.display().to_string())?;
+        Ok(HostTensor::new(t.shape(), dequantize(&self.map[range], ty)))
     }
 }
 

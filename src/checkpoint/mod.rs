@@ -3,15 +3,17 @@
 
 pub mod convert;
 pub mod gguf;
+pub mod outputs;
 pub mod peft;
 pub mod safetensors_dir;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, FloatDType};
 
 use crate::model::{Llama, LlamaConfig, ModelHead, checkpoint_tensors};
+pub use outputs::{write_dir_atomically, write_file_atomically};
 pub use safetensors_dir::{SafetensorsFiles, SaveDtype};
 
 /// The files besides config and weights that make a directory usable by transformers.
@@ -149,80 +151,4 @@ pub fn copy_tokenizer_files(from: &Path, to: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Fills a fresh temporary directory with `fill`, then swaps it in for `dir`. A crash at any point
-/// leaves either the old directory or the new one complete at `dir`, or the old one at
-/// `dir.old-<pid>` during the swap itself.
-pub fn write_dir_atomically(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let name = dir
-        .file_name()
-        .with_context(|| format!("{}: not a directory name", dir.display()))?;
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent)
-        .with_context(|| format!("cannot create {}", parent.display()))?;
-    let pid = std::process::id();
-    let tmp = parent.join(format!(".{}.tmp-{pid}", name.to_string_lossy()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp)?;
-    }
-    std::fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    if let Err(e) = fill(&tmp).and_then(|_| sync_dir_files(&tmp)) {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    if dir.exists() {
-        let old = parent.join(format!(".{}.old-{pid}", name.to_string_lossy()));
-        std::fs::rename(dir, &old)
-            .with_context(|| format!("cannot move {} aside", dir.display()))?;
-        std::fs::rename(&tmp, dir)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), dir.display()))?;
-        std::fs::remove_dir_all(&old)?;
-    } else {
-        std::fs::rename(&tmp, dir)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), dir.display()))?;
-    }
-    Ok(())
-}
-
-/// Flushes every file so the rename that follows never publishes half-written data.
-fn sync_dir_files(dir: &Path) -> Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_file() {
-            std::fs::File::open(&path)?.sync_all()?;
-        }
-    }
-    Ok(())
-}
-
-/// Writes `contents` to a temporary name beside `path`, flushes it, and renames it into place:
-/// readers see the old file or the new one, never half of one.
-pub fn write_file_atomically(path: &Path, contents: &[u8]) -> Result<()> {
-    let name = path
-        .file_name()
-        .with_context(|| format!("{}: not a file name", path.display()))?;
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
-    }
-    let write = || -> Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        std::io::Write::write_all(&mut file, contents)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        e.context(format!("cannot write {}", path.display()))
-    })
 }

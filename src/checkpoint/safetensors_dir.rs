@@ -132,7 +132,19 @@ impl SafetensorsFiles {
         let shard = &self.shards[shard_no];
         let info = &shard.tensors[name];
         let (begin, end) = info.data_offsets;
-        let bytes = &shard.map[shard.data_start + begin..shard.data_start + end];
+        // The safetensors crate checked offsets and sizes against dtype, shape and file length
+        // when the shard was opened; the range is taken checked all the same.
+        let bytes = shard
+            .data_start
+            .checked_add(begin)
+            .zip(shard.data_start.checked_add(end))
+            .and_then(|(b, e)| shard.map.get(b..e))
+            .with_context(|| {
+                format!(
+                    "{}: tensor `{name}` lies outside the file",
+                    shard.path.display()
+                )
+            })?;
         let data = decode_f32(bytes, info.dtype)
             .with_context(|| format!("{}: tensor `{name}`", shard.path.display()))?;
         Ok(HostTensor::new(info.shape.clone(), data))
@@ -263,6 +275,28 @@ pub fn write_file(
     tensors: &[&(String, HostTensor)],
     dtype: SaveDtype,
 ) -> Result<usize> {
+    // A NaN or infinite weight is a broken model: refusing to write it keeps the last good one.
+    if let Some((name, t)) = tensors
+        .iter()
+        .find(|(_, t)| t.data.iter().any(|x| !x.is_finite()))
+    {
+        let bad = t.data.iter().filter(|x| !x.is_finite()).count();
+        bail!(
+            "{}: tensor `{name}` has {bad} non-finite values (NaN or infinite); not written",
+            path.display()
+        );
+    }
+    if dtype == SaveDtype::F16
+        && let Some((name, _)) = tensors
+            .iter()
+            .find(|(_, t)| t.data.iter().any(|x| x.abs() > f16::MAX.to_f32()))
+    {
+        bail!(
+            "{}: tensor `{name}` has values beyond f16's range (±65504), which would be written \
+             as infinities; save in bf16 or f32",
+            path.display()
+        );
+    }
     let encoded: Vec<(&str, Vec<u8>, &HostTensor)> = tensors
         .iter()
         .map(|(name, t)| (name.as_str(), dtype.encode(&t.data), t))

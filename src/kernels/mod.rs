@@ -22,6 +22,23 @@ use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Autodiff, Dispatch, Flex, backend_extension};
 use burn::tensor::{Int, Tensor};
 
+/// The most logits `[S, T, V]` a batch may hold outside the fused head: the GPU kernels index
+/// them with 32-bit integers.
+pub const MAX_LOGITS: usize = u32::MAX as usize;
+
+/// Refuses logits of `rows x width x vocab` beyond [`MAX_LOGITS`], before anything is computed.
+pub fn check_logits_fit(rows: usize, width: usize, vocab: usize) -> anyhow::Result<()> {
+    let n = rows.checked_mul(width).and_then(|n| n.checked_mul(vocab));
+    if n.is_none_or(|n| n > MAX_LOGITS) {
+        anyhow::bail!(
+            "logits of {rows} sequences x {width} tokens x {vocab} columns exceed the {} elements \
+             the log-prob kernels index",
+            MAX_LOGITS
+        );
+    }
+    Ok(())
+}
+
 /// What a pair of responses with r_i < r_j costs, as a function of the gap g = p_i - p_j.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -138,6 +138,22 @@ impl LlamaConfig {
                 "field `sliding_window` is set ({window}); sliding-window attention is not supported"
             );
         }
+        for (field, size) in [
+            ("vocab_size", f.vocab_size),
+            ("hidden_size", f.hidden_size),
+            ("intermediate_size", f.intermediate_size),
+            ("num_hidden_layers", f.num_hidden_layers),
+        ] {
+            if size == 0 {
+                bail!("field `{field}` is 0; a model needs at least one");
+            }
+        }
+        if !(f.rms_norm_eps.is_finite() && f.rms_norm_eps > 0.0) {
+            bail!(
+                "field `rms_norm_eps` is {}; it must be a positive number",
+                f.rms_norm_eps
+            );
+        }
         let heads = f.num_attention_heads;
         let kv_heads = f.num_key_value_heads.unwrap_or(heads);
         if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
@@ -154,7 +170,7 @@ impl LlamaConfig {
                 f.hidden_size
             ),
         };
-        if head_dim % 2 != 0 {
+        if head_dim == 0 || head_dim % 2 != 0 {
             bail!("field `head_dim` is {head_dim}; rotary embeddings need an even head size");
         }
         let (rope_theta, rope_scaling) = parse_rope(
@@ -275,6 +291,9 @@ fn parse_rope(
         .and_then(|s| s.get("rope_theta"))
         .and_then(Value::as_f64);
     let theta = theta_in_spec.or(theta).unwrap_or(10000.0);
+    if !(theta.is_finite() && theta > 1.0) {
+        bail!("field `rope_theta` is {theta}; it must be a number greater than 1");
+    }
     let Some(spec) = spec else {
         return Ok((theta, RopeScaling::None));
     };

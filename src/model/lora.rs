@@ -30,6 +30,10 @@ pub const LORA_TARGETS: [&str; 7] = [
     "down_proj",
 ];
 
+/// The largest `alpha / rank` accepted: far beyond any recipe's (1-2), short of what no
+/// optimizer step survives.
+const MAX_SCALE: f64 = 1000.0;
+
 /// `[lora]` in a training config, and what `adapter_config.json` records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -66,7 +70,17 @@ impl LoraConfig {
         if !(self.alpha.is_finite() && self.alpha > 0.0) {
             return Some(("alpha", "must be a positive number".into()));
         }
-        if !(0.0..1.0).contains(&self.dropout) {
+        if self.scale() > MAX_SCALE {
+            return Some((
+                "alpha",
+                format!(
+                    "alpha / rank = {} scales the update by more than {MAX_SCALE}, which diverges \
+                     at the first step (PEFT's usual alpha is 1-2x the rank)",
+                    self.scale()
+                ),
+            ));
+        }
+        if !(self.dropout.is_finite() && (0.0..1.0).contains(&self.dropout)) {
             return Some(("dropout", "must be in [0, 1)".into()));
         }
         if self.target_modules.is_empty() {
@@ -246,13 +260,19 @@ impl DecoderLayer {
 
 impl Llama {
     /// Freezes every weight and adds fresh adapters to the targeted projections (seeded).
-    pub fn with_fresh_lora(self, config: &LoraConfig, base: PathBuf, seed: u64) -> Self {
+    pub fn with_fresh_lora(self, config: &LoraConfig, base: PathBuf, seed: u64) -> Result<Self> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let device = self.device();
-        self.with_lora(config, base, |_, _, [inp, out]| {
+        self.with_lora(config, base, |_, name, [inp, out]| {
+            if config.rank > inp.min(out) {
+                bail!(
+                    "field `lora.rank`: {} is more than the smaller side of the {inp}x{out} \
+                     {name} projection (a rank beyond it adds weights and no expressiveness)",
+                    config.rank
+                );
+            }
             Ok(Lora::fresh(inp, out, config, &mut rng, &device))
         })
-        .expect("fresh adapters always fit")
     }
 
     /// Freezes every weight and adds the adapter `make(layer, projection, [in, out])` to each

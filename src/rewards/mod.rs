@@ -30,6 +30,16 @@ pub trait Reward {
 /// How long an external scorer may take for one batch unless told otherwise.
 pub const DEFAULT_TIMEOUT_SECS: f64 = 120.0;
 
+/// A scorer timeout must be a positive number of seconds, at most a year.
+pub fn check_timeout(secs: f64) -> Result<Duration> {
+    if !(secs.is_finite() && secs > 0.0 && secs <= 365.0 * 86400.0) {
+        bail!(
+            "the scorer timeout must be a positive number of seconds (at most a year), got {secs}"
+        );
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 #[derive(Debug, Clone)]
 pub struct RewardOptions {
     /// How long an external scorer may take for one batch before it is stopped.
@@ -91,7 +101,7 @@ impl RewardSpec {
             Self::Rule(rule) => Box::new(rule),
             Self::Command(command) => Box::new(external::ExternalScorer::new(
                 &command,
-                Duration::from_secs_f64(options.timeout_secs),
+                check_timeout(options.timeout_secs)?,
             )?),
             Self::Model(dir) => Box::new(
                 model::ModelReward::load(&dir, &options.device)
@@ -119,13 +129,23 @@ pub fn score_all(reward: &mut dyn Reward, items: &[Scoring<'_>]) -> Result<Vec<f
     }
     if let Some(i) = scores.iter().position(|s| !s.is_finite()) {
         bail!(
-            "{} gave response {} a non-finite score {}",
+            "{} gave response {} a non-finite score {} (query: {})",
             reward.describe(),
             i + 1,
-            scores[i]
+            scores[i],
+            quoted_start(items[i].query)
         );
     }
     Ok(scores)
+}
+
+/// The start of `text` in quotes, for messages that name a query.
+pub fn quoted_start(text: &str) -> String {
+    const SHOWN: usize = 80;
+    match text.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{:?}...", &text[..end]),
+        None => format!("{text:?}"),
+    }
 }
 
 /// Mean and (population) standard deviation.

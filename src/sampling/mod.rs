@@ -250,6 +250,16 @@ impl ResponsePolicy {
                 "top-p sampling needs a temperature > 0 (use the greedy policy for 0)"
             );
         }
+        ensure!(
+            self.diversity_penalty.is_finite() && self.diversity_penalty >= 0.0,
+            "diversity_penalty must be a number >= 0, got {}",
+            self.diversity_penalty
+        );
+        ensure!(
+            self.length_penalty.is_finite(),
+            "length_penalty must be a finite number, got {}",
+            self.length_penalty
+        );
         if let Some(g) = self.beam_groups {
             ensure!(
                 g >= 1 && self.k % g == 0,
@@ -427,9 +437,15 @@ pub(crate) fn decode_step(
 fn last_logits(model: &Llama, hidden: Tensor<3>) -> Result<Vec<f32>> {
     let [_, t, _] = hidden.dims();
     let logits = model.logits(hidden.narrow(1, t - 1, 1));
-    logits
+    let host = logits
         .try_into_vec_as::<f32>()
-        .map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))
+        .map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;
+    // A broken checkpoint would otherwise pick tokens from NaNs and print text as if all were well.
+    ensure!(
+        host.iter().all(|x| x.is_finite()),
+        "the model's logits are not finite (NaN or infinite): its weights or config are broken"
+    );
+    Ok(host)
 }
 
 /// Picks the next token from one row of logits.

@@ -36,8 +36,17 @@ pub enum TemplateMode {
     None,
 }
 
+/// Which end of a long text the tokens are wanted from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    Head,
+    Tail,
+}
+
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// The longest token's text in bytes: what bounds the text that a number of tokens span.
+    longest_token: usize,
     template: Option<ChatTemplate>,
     bos: Option<(String, u32)>,
     eos: (String, u32),
@@ -132,7 +141,14 @@ impl Tokenizer {
         stop_ids.sort_unstable();
         stop_ids.dedup();
         let template = ChatTemplate::from_dir(dir, tok_config.as_ref())?;
+        let longest_token = inner
+            .get_vocab(true)
+            .keys()
+            .map(String::len)
+            .max()
+            .unwrap_or(1);
         Ok(Self {
+            longest_token,
             inner,
             template,
             bos,
@@ -166,8 +182,26 @@ impl Tokenizer {
 
     /// Token ids of a query: templated, with the tokenizer's special tokens, BOS at most once.
     pub fn encode_query(&self, query: &str, mode: TemplateMode) -> Result<Vec<u32>> {
+        self.encode_query_bounded(query, mode, usize::MAX, Keep::Head)
+    }
+
+    /// [`Tokenizer::encode_query`] when the query has at most `limit` tokens; otherwise more than
+    /// `limit` tokens of which the first or last `limit` (`keep`) are the query's.
+    pub fn encode_query_bounded(
+        &self,
+        query: &str,
+        mode: TemplateMode,
+        limit: usize,
+        keep: Keep,
+    ) -> Result<Vec<u32>> {
         let text = self.query_text(query, mode)?;
-        let mut ids = self.encode(&text, true)?;
+        let mut ids = self.encode_bounded(&text, true, limit, keep)?;
+        if ids.is_empty() {
+            bail!(
+                "field `query`: the query has no tokens (it is empty, and this tokenizer adds no \
+                 BOS and no template is applied); a response needs something to follow"
+            );
+        }
         if let Some((_, bos)) = self.bos
             && ids.len() >= 2
             && ids[0] == bos
@@ -180,9 +214,48 @@ impl Tokenizer {
 
     /// Token ids of a response: no special tokens, then EOS.
     pub fn encode_response(&self, response: &str) -> Result<Vec<u32>> {
-        let mut ids = self.encode(response, false)?;
+        self.encode_response_truncated(response, usize::MAX)
+    }
+
+    /// The first `limit` tokens of [`Tokenizer::encode_response`] (so EOS only when all fits).
+    pub fn encode_response_truncated(&self, response: &str, limit: usize) -> Result<Vec<u32>> {
+        let mut ids = self.encode_bounded(response, false, limit, Keep::Head)?;
         ids.push(self.eos.1);
+        ids.truncate(limit);
         Ok(ids)
+    }
+
+    /// The tokens of `text` when they are at most `limit`; otherwise more than `limit` tokens
+    /// whose first (`Keep::Head`) or last (`Keep::Tail`) `limit` are the whole text's. Only a
+    /// window of the text at that end is tokenised, one several times longer than `limit` tokens
+    /// can span, so a huge text costs what its window costs (tokenisation takes some 200 bytes
+    /// per byte of text). Text beyond the window changes only the tokens at the window's far
+    /// edge, which are cut off.
+    fn encode_bounded(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+        limit: usize,
+        keep: Keep,
+    ) -> Result<Vec<u32>> {
+        let window = limit
+            .saturating_add(2)
+            .saturating_mul(self.longest_token)
+            .saturating_mul(4)
+            .max(1 << 12);
+        if text.len() > window {
+            let piece = match keep {
+                Keep::Head => &text[..text.floor_char_boundary(window)],
+                Keep::Tail => &text[text.ceil_char_boundary(text.len() - window)..],
+            };
+            let ids = self.encode(piece, add_special_tokens)?;
+            // A normaliser that drops much of the text could leave the window short of tokens:
+            // then only the whole text tells.
+            if ids.len() > limit {
+                return Ok(ids);
+            }
+        }
+        self.encode(text, add_special_tokens)
     }
 
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {

@@ -109,10 +109,17 @@ pub struct DataSection {
     pub max_query_length: Option<usize>,
     #[serde(default)]
     pub template: TemplateMode,
+    /// A longer line of a data file is an error (memory while reading stays proportional).
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: usize,
 }
 
 fn default_max_length() -> usize {
     192
+}
+
+fn default_max_line_bytes() -> usize {
+    crate::data::DEFAULT_MAX_LINE_BYTES
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -235,11 +242,37 @@ impl TrainConfig {
         config.validated(path)
     }
 
+    /// What a run reads, each with what it is: the model, the data files, a reward model.
+    pub fn inputs(&self) -> Vec<(&'static str, &Path)> {
+        let mut inputs = vec![
+            ("model", self.model.path.as_path()),
+            ("training data", self.data.train.as_path()),
+        ];
+        inputs.extend(self.data.eval.as_deref().map(|p| ("eval data", p)));
+        if let Some(dir) = self
+            .online
+            .as_ref()
+            .and_then(|o| o.reward.strip_prefix("model:"))
+        {
+            inputs.push(("reward model", Path::new(dir)));
+        }
+        inputs
+    }
+
+    /// Every number in its domain, and the sections consistent, before anything is loaded: a
+    /// bad value is named by its key here rather than found at some later step.
     fn validated(self, path: &Path) -> Result<Self> {
+        match self.invalid() {
+            Some((field, why)) => bail!("{}: field `{field}`: {why}", path.display()),
+            None => Ok(self),
+        }
+    }
+
+    /// The first key whose value cannot be used, and why.
+    fn invalid(&self) -> Option<(String, String)> {
         let t = &self.train;
-        let bad = |field: &str, why: &str| -> Result<Self> {
-            bail!("{}: field `{field}`: {why}", path.display())
-        };
+        let bad = |field: &str, why: &str| Some((field.to_string(), why.to_string()));
+        let number_in = |x: f64, lo: f64, hi: f64| x.is_finite() && x >= lo && x <= hi;
         if t.queries_per_step == 0 {
             return bad("train.queries_per_step", "must be at least 1");
         }
@@ -249,17 +282,37 @@ impl TrainConfig {
                 "must be between 1 and train.queries_per_step",
             );
         }
-        if !(t.lr.is_finite() && t.lr >= 0.0) {
-            return bad("train.lr", "must be a non-negative number");
+        if !number_in(t.lr, 0.0, 1.0) {
+            return bad(
+                "train.lr",
+                "must be a number in [0, 1] (AdamW moves every weight by about lr per step)",
+            );
+        }
+        for (field, beta) in [
+            ("train.adam_beta1", t.adam_beta1),
+            ("train.adam_beta2", t.adam_beta2),
+        ] {
+            if !(beta.is_finite() && (0.0..1.0).contains(&beta)) {
+                return bad(field, "must be in [0, 1)");
+            }
+        }
+        if !(t.adam_eps.is_finite() && t.adam_eps > 0.0) {
+            return bad("train.adam_eps", "must be a positive number");
+        }
+        if !number_in(t.weight_decay, 0.0, f64::MAX) {
+            return bad("train.weight_decay", "must be a number >= 0");
+        }
+        if !number_in(t.max_grad_norm, 0.0, f64::MAX) {
+            return bad(
+                "train.max_grad_norm",
+                "must be a number >= 0 (0 disables clipping)",
+            );
         }
         if !(t.loss_scale.is_finite() && t.loss_scale >= 1.0) {
             return bad("train.loss_scale", "must be a number of at least 1");
         }
-        if !(0.0..1.0).contains(&t.warmup_ratio) {
+        if !(t.warmup_ratio.is_finite() && (0.0..1.0).contains(&t.warmup_ratio)) {
             return bad("train.warmup_ratio", "must be in [0, 1)");
-        }
-        if self.data.max_length < 2 {
-            return bad("data.max_length", "must be at least 2");
         }
         if t.max_steps.is_none() && t.epochs == 0 {
             return bad(
@@ -267,7 +320,41 @@ impl TrainConfig {
                 "must be at least 1 (or set train.max_steps)",
             );
         }
-        if self.loss.fused_head && self.loss.head_chunk == 0 {
+        if t.max_steps == Some(0) {
+            return bad("train.max_steps", "must be at least 1");
+        }
+        let d = &self.data;
+        if d.max_length < 2 {
+            return bad("data.max_length", "must be at least 2");
+        }
+        if let Some(q) = d.max_query_length
+            && (q == 0 || q >= d.max_length)
+        {
+            return bad(
+                "data.max_query_length",
+                "must be at least 1 and less than data.max_length (a query needs a token, and \
+                 leaves room for its response)",
+            );
+        }
+        if d.max_line_bytes == 0 {
+            return bad("data.max_line_bytes", "must be at least 1");
+        }
+        let l = &self.loss;
+        for (field, w) in [
+            ("loss.rank_weight", l.rank_weight),
+            ("loss.ft_weight", l.ft_weight),
+        ] {
+            if !number_in(w as f64, 0.0, f64::MAX) {
+                return bad(field, "must be a number >= 0");
+            }
+        }
+        if !number_in(l.length_penalty as f64, 0.0, 10.0) {
+            return bad(
+                "loss.length_penalty",
+                "must be a number in [0, 10] (1: the mean log-prob, 0: the sum)",
+            );
+        }
+        if l.fused_head && l.head_chunk == 0 {
             return bad(
                 "loss.head_chunk",
                 "must be at least 1 (vocabulary rows per chunk)",
@@ -306,8 +393,11 @@ impl TrainConfig {
             if online.resample_every == 0 {
                 return bad("online.resample_every", "must be at least 1");
             }
-            if !(online.kl_coef.is_finite() && online.kl_coef >= 0.0) {
-                return bad("online.kl_coef", "must be a non-negative number");
+            if !number_in(online.kl_coef, 0.0, f64::MAX) {
+                return bad("online.kl_coef", "must be a number >= 0");
+            }
+            if let Err(e) = crate::rewards::check_timeout(online.reward_timeout_secs) {
+                return bad("online.reward_timeout_secs", &e.to_string());
             }
             if let Err(e) = online.sampling.validate() {
                 return bad("online.sampling", &e.to_string());
@@ -316,7 +406,7 @@ impl TrainConfig {
                 return bad("online.reward", &format!("{e:#}"));
             }
         }
-        Ok(self)
+        None
     }
 }
 

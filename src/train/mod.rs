@@ -8,6 +8,7 @@ pub mod config;
 pub mod loss_scale;
 pub mod online;
 pub mod optimizer;
+pub mod run_dir;
 pub mod schedule;
 pub mod state;
 
@@ -27,8 +28,8 @@ use serde_json::json;
 
 use crate::checkpoint::{SaveDtype, load_checkpoint, load_model_storing, save_model};
 use crate::data::{
-    RankBatch, TokenizeOptions, TokenizedExample, read_query_lines, read_ranked_jsonl,
-    tokenize_examples,
+    RankBatch, TokenizeOptions, TokenizedExample, check_rankable, read_query_lines,
+    read_ranked_jsonl, tokenize_examples,
 };
 use crate::device::select;
 use crate::loss::{RrhfLoss, final_hidden, ranked_pairs, reward_model_loss_of, rrhf_loss_of};
@@ -39,6 +40,7 @@ pub use config::TrainConfig;
 use loss_scale::LossScale;
 use online::OnlineSampler;
 use optimizer::{AdamW, AdamWConfig, GradientBuffer};
+use run_dir::{RunDir, RunStart};
 use schedule::LrSchedule;
 use state::{TrainerState, checkpoint_dir, load_checkpoint_state, save_checkpoint};
 
@@ -68,17 +70,26 @@ pub struct RunOptions {
     pub resume: Option<PathBuf>,
     /// End the run after this many steps in total (the schedule still spans the whole run).
     pub stop_after: Option<usize>,
+    /// Start over in an output directory that holds another run (removing that run's files).
+    pub force: bool,
 }
 
 pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary> {
-    let selected = select(&config.train.device)?;
+    let out = &config.output.dir;
+    let _run_dir = RunDir::open(&RunStart {
+        dir: out,
+        resume: options.resume.as_deref(),
+        force: options.force,
+        inputs: config.inputs(),
+    })?;
+    let selected = select(&config.train.device).context("field `train.device`")?;
     eprintln!("device: {}", selected.description);
     let training_device =
         |d: &burn::tensor::Device| config.train.gradient_checkpointing.training_device(d);
     let device = training_device(&selected.device);
     let mut replica_devices = Vec::new();
     for choice in &config.train.data_parallel {
-        let extra = select(choice)?;
+        let extra = select(choice).context("field `train.data_parallel`")?;
         eprintln!("data parallel: also {}", extra.description);
         replica_devices.push(training_device(&extra.device));
     }
@@ -99,7 +110,7 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
     // A resumed LoRA run loads its adapters with the model; a fresh one starts them here.
     match (&config.lora, &model.adapter) {
         (Some(lora), None) => {
-            model = model.with_fresh_lora(lora, config.model.path.clone(), config.train.seed)
+            model = model.with_fresh_lora(lora, config.model.path.clone(), config.train.seed)?
         }
         (Some(lora), Some(loaded)) if *lora != loaded.config => bail!(
             "{}: the adapters there have {:?}, but [lora] asks for {:?}",
@@ -132,18 +143,19 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
     // Offline, every query's responses are known now; online, they are sampled round by round.
     let (mut train_set, mut online): (Vec<Option<TokenizedExample>>, _) = match &config.online {
         None => (
-            load_tokenized(&config.data.train, &tokenizer, opts)?
+            load_tokenized(&config.data.train, &tokenizer, opts, config, true)?
                 .into_iter()
                 .map(Some)
                 .collect(),
             None,
         ),
         Some(section) => {
-            let queries = read_query_lines(&config.data.train)?;
+            let queries = read_query_lines(&config.data.train, config.data.max_line_bytes)?;
             let sampler = OnlineSampler::new(
                 section,
                 queries.clone(),
                 opts,
+                config.data.max_line_bytes,
                 &config.model.path,
                 config.lora.is_some(),
                 &selected.device,
@@ -153,9 +165,42 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
         }
     };
     let eval_set = match &config.data.eval {
-        Some(path) => Some(load_tokenized(path, &tokenizer, opts)?),
+        Some(path) => Some(load_tokenized(path, &tokenizer, opts, config, false)?),
         None => None,
     };
+
+    // The largest logits a micro-batch can hold (the fused head: one vocabulary chunk of them)
+    // must fit the kernels' indexing; refused here, before any step, with the key to change.
+    let most_responses = train_set
+        .iter()
+        .flatten()
+        .chain(eval_set.iter().flatten())
+        .map(|e| e.responses.len())
+        .chain(online.as_ref().map(OnlineSampler::most_responses))
+        .max()
+        .unwrap_or(1);
+    let micro_queries = config
+        .train
+        .queries_per_step
+        .div_ceil(config.train.grad_accum);
+    let (columns, fix) = match config.loss.fused_head {
+        true => (
+            config.loss.head_chunk.min(model.config.vocab_size),
+            "field `loss.head_chunk`: use a smaller chunk",
+        ),
+        false => (
+            model.config.vocab_size,
+            "field `loss.fused_head` = false: use the fused head",
+        ),
+    };
+    crate::kernels::check_logits_fit(
+        micro_queries * most_responses,
+        config.data.max_length,
+        columns,
+    )
+    .with_context(|| {
+        format!("{fix}, or fewer sequences per micro-batch (train.queries_per_step / grad_accum)")
+    })?;
 
     let t = &config.train;
     let steps_per_epoch = train_set.len().div_ceil(t.queries_per_step);
@@ -218,8 +263,6 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
         eprintln!("resuming from {} at step {}", dir.display(), state.step);
     }
 
-    let out = &config.output.dir;
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut metrics = MetricsLog::open(&out.join(METRICS_FILE), state.step)?;
     let end = options
         .stop_after
@@ -236,7 +279,7 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
         && state.step == 0
         && config.output.eval_every > 0
     {
-        let result = evaluate(&model.valid(), set, micro, config);
+        let result = evaluate(&model.valid(), set, micro, config)?;
         metrics.write(eval_line(0, result), &progress)?;
     }
 
@@ -282,20 +325,13 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
         let mut sums = [0.0f32; 3];
         let mut tokens = 0;
         for result in shares {
-            let share = match result {
-                Ok(share) => share,
-                Err(NonFinite { parts, lines }) => bail!(
-                    "step {}: the loss is not finite (total {}, rank {}, ft {}) on {} lines {}; \
-                     stopping. {}",
+            let share = result.map_err(|e| {
+                anyhow::anyhow!(
+                    "step {}: {e:#}; stopping. {}",
                     step + 1,
-                    parts[0],
-                    parts[1],
-                    parts[2],
-                    config.data.train.display(),
-                    lines,
                     last_good(out, step)
-                ),
-            };
+                )
+            })?;
             for (s, p) in sums.iter_mut().zip(share.sums) {
                 *s += p;
             }
@@ -371,7 +407,7 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
         if let Some(set) = &eval_set
             && (eval_due || state.step == total_steps)
         {
-            let result = evaluate(&model.valid(), set, micro, config);
+            let result = evaluate(&model.valid(), set, micro, config)?;
             metrics.write(eval_line(state.step, result), &progress)?;
             last_eval = Some(result);
         }
@@ -416,12 +452,6 @@ struct Share {
     grads: GradientBuffer,
 }
 
-/// A micro-batch whose loss is not finite: its parts and the data lines it came from.
-struct NonFinite {
-    parts: [f32; 3],
-    lines: String,
-}
-
 /// The step's gradients, one share per worker: this device, then each data-parallel device with
 /// a copy of the weights in its own thread, each taking every n-th micro-batch.
 fn compute_shares(
@@ -431,7 +461,7 @@ fn compute_shares(
     train_set: &[Option<TokenizedExample>],
     config: &TrainConfig,
     loss_scale: f32,
-) -> Vec<Result<Share, NonFinite>> {
+) -> Vec<Result<Share>> {
     let workers = 1 + replica_devices.len();
     let share = |w: usize| -> Vec<&[usize]> {
         micro_batches
@@ -463,7 +493,10 @@ fn compute_shares(
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().expect("a data-parallel worker panicked"))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a data-parallel worker panicked")))
+            })
             .collect()
     })
 }
@@ -476,7 +509,7 @@ fn accumulate_share(
     train_set: &[Option<TokenizedExample>],
     config: &TrainConfig,
     loss_scale: f32,
-) -> Result<Share, NonFinite> {
+) -> Result<Share> {
     let mut share = Share {
         sums: [0.0; 3],
         tokens: 0,
@@ -502,12 +535,16 @@ fn accumulate_share(
         let loss = &forward.loss;
         let objective =
             loss.total.clone().sum() * (loss_scale / config.train.queries_per_step as f32);
-        let parts = read_sums([&loss.total, &loss.rank, &loss.ft]);
+        let parts = read_sums([&loss.total, &loss.rank, &loss.ft])?;
         if parts.iter().any(|x| !x.is_finite()) {
-            return Err(NonFinite {
-                parts,
-                lines: source_lines(&examples),
-            });
+            bail!(
+                "the loss is not finite (total {}, rank {}, ft {}) on {} lines {}",
+                parts[0],
+                parts[1],
+                parts[2],
+                config.data.train.display(),
+                source_lines(&examples)
+            );
         }
         for (s, p) in share.sums.iter_mut().zip(parts) {
             *s += p;
@@ -521,12 +558,18 @@ fn eval_line(step: usize, result: EvalResult) -> serde_json::Value {
     json!({"step": step, "eval_loss": result.loss, "eval_rank_accuracy": result.rank_accuracy})
 }
 
+/// A ranked file as tokens; the training set must rank something (`check_rankable`).
 fn load_tokenized(
     path: &Path,
     tokenizer: &Tokenizer,
     opts: TokenizeOptions,
+    config: &TrainConfig,
+    trains: bool,
 ) -> Result<Vec<TokenizedExample>> {
-    let examples = read_ranked_jsonl(path)?;
+    let examples = read_ranked_jsonl(path, config.data.max_line_bytes)?;
+    if trains {
+        check_rankable(&examples, path)?;
+    }
     tokenize_examples(&examples, tokenizer, opts, path)
 }
 
@@ -555,36 +598,39 @@ pub fn evaluate(
     set: &[TokenizedExample],
     batch_queries: usize,
     config: &TrainConfig,
-) -> EvalResult {
+) -> Result<EvalResult> {
     let (mut total, mut matched, mut pairs) = (0.0f32, 0, 0);
     for chunk in set.chunks(batch_queries.max(1)) {
         let examples: Vec<&TokenizedExample> = chunk.iter().collect();
         let batch = RankBatch::new(&examples);
         let out = batch_loss(model, &batch, config);
-        total += read_sums([&out.total])[0];
-        let scores: Vec<f32> = out.scores.try_into_vec_as().expect("scores read back");
+        total += read_sums([&out.total])?[0];
+        let scores: Vec<f32> = out
+            .scores
+            .try_into_vec_as()
+            .map_err(|e| anyhow::anyhow!("reading the eval scores back: {e:?}"))?;
         let (m, p) = ranked_pairs(&scores, &batch);
         matched += m;
         pairs += p;
     }
-    EvalResult {
+    Ok(EvalResult {
         loss: total / set.len() as f32,
         rank_accuracy: if pairs == 0 {
             f32::NAN
         } else {
             matched as f32 / pairs as f32
         },
-    }
+    })
 }
 
 /// The sums of several `[Q]` tensors, read back from the device together.
-fn read_sums<const N: usize>(parts: [&Tensor<1>; N]) -> [f32; N] {
+fn read_sums<const N: usize>(parts: [&Tensor<1>; N]) -> Result<[f32; N]> {
     let sums: Vec<Tensor<1>> = parts.iter().map(|t| (*t).clone().sum()).collect();
     let host: Vec<f32> = Tensor::cat(sums, 0)
         .detach()
         .try_into_vec_as()
-        .expect("loss read back");
-    host.try_into().expect("one sum per part")
+        .map_err(|e| anyhow::anyhow!("reading the loss back from the device: {e:?}"))?;
+    Ok(host.try_into().expect("one sum per part"))
 }
 
 fn source_lines(examples: &[&TokenizedExample]) -> String {

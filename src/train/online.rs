@@ -30,6 +30,7 @@ pub struct OnlineSampler {
     kl_reference: KlReference,
     queries: Vec<QueryLine>,
     opts: TokenizeOptions,
+    max_line_bytes: usize,
     dir: PathBuf,
 }
 
@@ -57,6 +58,7 @@ impl OnlineSampler {
         section: &OnlineSection,
         queries: Vec<QueryLine>,
         opts: TokenizeOptions,
+        max_line_bytes: usize,
         start_model_dir: &Path,
         trains_adapters: bool,
         device: &burn::tensor::Device,
@@ -80,8 +82,23 @@ impl OnlineSampler {
             kl_reference,
             queries,
             opts,
-            dir: out.join("samples"),
+            max_line_bytes,
+            dir: out.join(super::run_dir::SAMPLES_DIR),
         })
+    }
+
+    /// The most responses a query of a round can have.
+    pub fn most_responses(&self) -> usize {
+        let from_data = match self.section.include_data_responses {
+            true => self
+                .queries
+                .iter()
+                .map(|q| q.responses.len())
+                .max()
+                .unwrap_or(0),
+            false => 0,
+        };
+        self.section.sampling.responses_per_query() + from_data
     }
 
     pub fn resample_every(&self) -> usize {
@@ -104,7 +121,7 @@ impl OnlineSampler {
     ) -> Result<Round> {
         let path = self.round_file(start_step);
         if reuse && path.exists() {
-            let examples = read_ranked_jsonl(&path)?;
+            let examples = read_ranked_jsonl(&path, self.max_line_bytes)?;
             anyhow::ensure!(
                 examples.len() == indices.len(),
                 "{}: {} lines, but the round has {} queries; it belongs to another run",
@@ -160,7 +177,7 @@ impl OnlineSampler {
             .map(|(((&i, query), responses), r)| RankedExample {
                 query,
                 responses,
-                scores: r.iter().map(|&x| x as f32).collect(),
+                scores: r.clone(),
                 line: self.queries[i].line,
             })
             .collect();
@@ -183,8 +200,8 @@ impl OnlineSampler {
             "sample_seconds": sample_seconds,
             "sample_tokens_per_sec": tokens as f64 / sample_seconds,
         });
-        // The f32 scores survive the JSON round trip exactly, so a resumed run reading the file
-        // back trains on the same thing as this one.
+        // The scores survive the JSON round trip exactly (finite f64s, written in their
+        // shortest exact form), so a resumed run reading the file back trains on the same thing.
         self.finish(tokenizer, indices, examples, &path, Some(log))
     }
 
@@ -201,7 +218,7 @@ impl OnlineSampler {
             .iter()
             .zip(&examples)
             .map(|(&i, ex)| {
-                let s: f64 = ex.scores.iter().map(|&x| x as f64).sum();
+                let s: f64 = ex.scores.iter().sum();
                 (i, s / ex.scores.len() as f64)
             })
             .collect();
@@ -236,7 +253,14 @@ impl OnlineSampler {
             };
             let (lp_policy, lp_start) = (read(policy)?, read(start)?);
             for ((score, p), s) in ex.scores.iter_mut().zip(lp_policy).zip(lp_start) {
-                *score -= (self.section.kl_coef * (p - s) as f64) as f32;
+                *score -= self.section.kl_coef * (p - s) as f64;
+                if !score.is_finite() {
+                    anyhow::bail!(
+                        "the reward less the KL term is {score} for a response to query {} \
+                         (log-probs {p} under the policy, {s} under the start model)",
+                        crate::rewards::quoted_start(&ex.query)
+                    );
+                }
             }
         }
         Ok(())
