@@ -251,6 +251,9 @@ pub struct StepBench {
     /// The plain head (`[S, T, V]` logits) instead of the fused one.
     #[arg(long)]
     pub unfused_head: bool,
+    /// The device's peak TFLOP/s for the step's precision, for the MFU (known GPUs have one).
+    #[arg(long)]
+    pub peak_tflops: Option<f64>,
 }
 
 pub fn step(args: &StepBench) -> Result<()> {
@@ -311,10 +314,15 @@ pub fn step(args: &StepBench) -> Result<()> {
     let mut loss_scale = (args.precision == Precision::F16).then(|| LossScale::new(INITIAL_SCALE));
     let mut skipped = 0;
     let mut trainable = 0;
-    // Each phase ends in a read from the device, so on a queued device (wgpu) its time is its
-    // own: the trainer reads the loss before the backward pass too.
     let mut phases: Vec<[f64; 3]> = Vec::new();
-    for _ in 0..=args.steps {
+    let mut counts = StepCounts::default();
+    // Warm-up, timed steps, then one counted step. A timed step reads from the device at the
+    // end of each phase, so that on a queued device (wgpu) each phase's time is its own; the
+    // counted step runs as the trainer does, with its one read of the loss and gradient norm.
+    for i in 0..=args.steps + 1 {
+        let timed = i <= args.steps;
+        let launches = LaunchCounter::start();
+        let reads_before = crate::device::host_reads();
         let start = Instant::now();
         let out = loss_forward(
             &model,
@@ -323,12 +331,18 @@ pub fn step(args: &StepBench) -> Result<()> {
             |hidden| rrhf_loss_of(&model, &batch, &loss_config, hidden),
         );
         let objective = out.loss.total.clone().sum() / args.queries as f32;
-        losses.push(objective.clone().into_scalar::<f32>());
+        if timed {
+            crate::device::to_host(objective.clone())?;
+        }
         let scale = loss_scale.map_or(1.0, |s| s.scale);
-        let objective = objective * scale;
         let forward = start.elapsed().as_secs_f64();
-        out.backward(&model, objective, &mut grads);
-        let norm = grads.global_norm() / scale;
+        out.backward(&model, objective.clone() * scale, &mut grads);
+        let host = crate::device::to_host(Tensor::cat(
+            vec![objective.detach(), grads.squared_norm()],
+            0,
+        ))?;
+        losses.push(host[0]);
+        let norm = host[1].sqrt() / scale;
         trainable = grads.tensors().iter().map(|g| g.dims()[0]).sum();
         let backward = start.elapsed().as_secs_f64() - forward;
         let clip = (1.0 / norm.max(1.0)).min(1.0);
@@ -343,8 +357,19 @@ pub fn step(args: &StepBench) -> Result<()> {
             s.record(finite);
         }
         grads.clear();
+        if !timed {
+            // The counted step ends where the next one's reads would wait for it.
+            model.device().sync().context("waiting for the device")?;
+            let reads = crate::device::host_reads();
+            counts = StepCounts {
+                launches: launches.stop(),
+                host_reads: reads.0 - reads_before.0,
+                read_bytes: reads.1 - reads_before.1,
+            };
+            break;
+        }
         if let Some(moment) = optimizer.second.last() {
-            let _: f32 = moment.clone().sum().into_scalar();
+            crate::device::to_host(moment.clone().sum())?;
         }
         let total = start.elapsed().as_secs_f64();
         phases.push([forward, backward, total - forward - backward]);
@@ -358,6 +383,13 @@ pub fn step(args: &StepBench) -> Result<()> {
     let median_step = median(&|p| p.iter().sum());
     let tokens = args.queries * args.k * args.t;
     let (peak, measure) = peak_memory(&selected.device);
+    let adapters = (args.lora_rank.is_some()).then_some(trainable);
+    let flops = step_flops(&config, tokens, args.t, adapters);
+    let tflops = flops / median_step / 1e12;
+    let peak_tflops = args
+        .peak_tflops
+        .or_else(|| known_peak_tflops(&selected.description, args.precision));
+    let runtime = crate::device::runtime_settings();
     println!(
         "{}",
         json!({
@@ -369,15 +401,107 @@ pub fn step(args: &StepBench) -> Result<()> {
             "lora_dropout": args.lora_rank.map(|_| args.lora_dropout),
             "gradient_checkpointing": args.gradient_checkpointing,
             "fused_head": !args.unfused_head,
+            "autotune": runtime.map(|r| r.autotune), "fusion": runtime.map(|r| r.fusion),
             "step_seconds": median_step, "step_seconds_all": step_seconds,
             "forward_seconds": median(&|p| p[0]), "backward_seconds": median(&|p| p[1]),
             "optimizer_seconds": median(&|p| p[2]),
             "tokens_per_sec": tokens as f64 / median_step,
+            "model_flops_per_step": flops, "tflops": tflops,
+            "peak_tflops": peak_tflops, "mfu": peak_tflops.map(|p| tflops / p),
+            "kernel_launches_per_step": counts.launches,
+            "host_syncs_per_step": counts.host_reads,
+            "bytes_read_back_per_step": counts.read_bytes,
             "peak_mem_mib": peak as f64 / MIB, "peak_mem_measure": measure,
             "first_loss": losses[0], "loss": losses[args.steps],
         })
     );
     Ok(())
+}
+
+/// What one optimizer step asked of the device and the host.
+#[derive(Debug, Default)]
+struct StepCounts {
+    launches: u64,
+    host_reads: u64,
+    read_bytes: u64,
+}
+
+/// Counts the kernels cubecl launches (fused ones once each) while it lives.
+struct LaunchCounter {
+    count: std::sync::Arc<LaunchCount>,
+    _watching: cubecl::logging::LaunchObservation,
+}
+
+#[derive(Default)]
+struct LaunchCount(std::sync::atomic::AtomicU64);
+
+impl cubecl::logging::LaunchObserver for LaunchCount {
+    fn launched(&self, _kernel: &'static str) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl LaunchCounter {
+    fn start() -> Self {
+        let count = std::sync::Arc::new(LaunchCount::default());
+        let watching = cubecl::logging::LaunchObservation::new(count.clone());
+        Self {
+            count,
+            _watching: watching,
+        }
+    }
+
+    fn stop(self) -> u64 {
+        self.count.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Model FLOPs of one optimizer step over `tokens` tokens of sequences of `t` (PaLM's
+/// accounting; recomputation by checkpointing is not counted): every weight a matmul applies costs
+/// 2 FLOPs per token forward and 4 backward (input and weight gradients), 2 when the weight is
+/// frozen (LoRA's base: input gradient only); LoRA's `adapters` weights cost the full 6. Attention
+/// adds 2·2·t·(heads·head_dim) per layer and token forward (scores and weighted values), twice
+/// that backward. Embedding lookups and norms are left out; a tied head counts as a matmul.
+pub fn step_flops(config: &LlamaConfig, tokens: usize, t: usize, adapters: Option<usize>) -> f64 {
+    let (d, f, v) = (
+        config.hidden_size as f64,
+        config.intermediate_size as f64,
+        config.vocab_size as f64,
+    );
+    let q = (config.num_attention_heads * config.head_dim) as f64;
+    let kv = (config.num_key_value_heads * config.head_dim) as f64;
+    let layers = config.num_hidden_layers as f64;
+    let matmul_weights = layers * (d * (q + 2.0 * kv) + q * d + 3.0 * d * f) + v * d;
+    let per_weight = match adapters {
+        None => 6.0,
+        Some(_) => 4.0,
+    };
+    let weights = per_weight * matmul_weights + 6.0 * adapters.unwrap_or(0) as f64;
+    let attention = 12.0 * layers * q * t as f64;
+    (weights + attention) * tokens as f64
+}
+
+/// Dense peak TFLOP/s from vendor datasheets, by adapter-name fragment (the first match wins):
+/// f32 on the vector units, and f16/bf16 on the tensor cores with f32 accumulation.
+const KNOWN_PEAKS: &[(&str, f64, f64)] = &[
+    ("H200", 67.0, 989.4),
+    ("H100 PCIe", 51.2, 756.0),
+    ("H100", 66.9, 989.4),
+    ("A100", 19.5, 312.0),
+    ("L40S", 91.6, 362.1),
+    ("RTX 4090", 82.6, 165.2),
+    ("MI300X", 163.4, 1307.4),
+];
+
+/// The peak this adapter is known to reach in `precision`, if it is in [`KNOWN_PEAKS`].
+fn known_peak_tflops(description: &str, precision: Precision) -> Option<f64> {
+    KNOWN_PEAKS
+        .iter()
+        .find(|(name, _, _)| description.contains(name))
+        .map(|&(_, f32_peak, half_peak)| match precision {
+            Precision::F32 => f32_peak,
+            Precision::F16 | Precision::Bf16 => half_peak,
+        })
 }
 
 /// Weights from a directory, or random ones for a bare config file.

@@ -304,7 +304,13 @@ pub fn run() -> Result<()> {
 }
 
 fn devices(json: bool) -> Result<()> {
-    let adapters = device::adapters();
+    let mut adapters = device::adapters();
+    let handles = device::handles(&adapters);
+    for (a, handle) in adapters.iter_mut().zip(&handles) {
+        if handle != "-" {
+            device::probe_compiler(a);
+        }
+    }
     if json {
         for a in &adapters {
             println!("{}", serde_json::to_string(a)?);
@@ -314,19 +320,35 @@ fn devices(json: bool) -> Result<()> {
     if adapters.is_empty() {
         println!("no wgpu adapters (no Vulkan/Metal/DX12 driver found)");
     }
-    for (a, handle) in adapters.iter().zip(device::handles(&adapters)) {
+    for (a, handle) in adapters.iter().zip(handles) {
+        let matrices = match a.cooperative_matrices.is_empty() {
+            true => "none".to_string(),
+            false => a.cooperative_matrices.join(", "),
+        };
         println!(
-            "{handle:<9} {} [{} {}] driver: {}\n          max buffer {} MiB, storage binding {} MiB, workgroup memory {} KiB, \
-             {} invocations/workgroup, f16: {}",
+            "{handle:<9} {} [{} {}] driver: {}\n          compiler: {}, cooperative matrices \
+             (tensor cores): {matrices}\n          max buffer {} MiB, storage binding {} MiB, \
+             workgroup memory {} KiB, {} invocations/workgroup, f16: {}",
             a.name,
             a.backend,
             a.device_type,
             a.driver,
+            a.compiler.as_deref().unwrap_or("-"),
             a.max_buffer_size >> 20,
             a.max_storage_buffer_binding_size >> 20,
             a.max_compute_workgroup_storage_size >> 10,
             a.max_compute_invocations_per_workgroup,
             if a.supports_f16 { "yes" } else { "no" }
+        );
+    }
+    if let Some(r) = device::runtime_settings() {
+        println!(
+            "autotune: {} (cache {}), fusion: {}",
+            if r.autotune { "on" } else { "off" },
+            r.cache
+                .as_ref()
+                .map_or("none".into(), |p| p.display().to_string()),
+            if r.fusion { "on" } else { "off" }
         );
     }
     println!(
@@ -392,8 +414,8 @@ fn logprob_cmd(args: LogprobArgs) -> Result<()> {
     let response = tokenizer.encode_response(&args.response)?;
     let batch = ScoredBatch::pack(&[(query, response)]);
     let (sum, count) = sequence_logprobs(&model, &batch, HeadPath::default());
-    let sum: f64 = sum.into_scalar::<f32>() as f64;
-    let count = count.into_scalar::<f32>() as usize;
+    let sum = device::to_host(sum)?[0] as f64;
+    let count = device::to_host(count)?[0] as usize;
     ensure!(count > 0, "the response has no tokens");
     ensure!(
         sum.is_finite(),

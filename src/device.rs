@@ -9,13 +9,22 @@
 //! A CPU adapter of wgpu (Mesa's lavapipe) is never chosen by `auto`, since it runs the same
 //! shaders some sixty times slower than the CPU path, but `wgpu-cpu` selects it for testing the
 //! GPU code path on a machine without a GPU.
+//!
+//! Each adapter gets the compiler its API has in cubecl: SPIR-V on Vulkan (cooperative matrices,
+//! i.e. tensor cores, where the driver lists VK_KHR_cooperative_matrix), MSL on Metal (simdgroup
+//! matrices), WGSL elsewhere. Before the first GPU device exists, [`configure_runtime`] sets what
+//! cubecl's runtime does process-wide: where autotune keeps its results, how hard it tunes, and
+//! whether fusion runs.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Result, bail};
 use burn::backend::{WgpuBackend, WgpuDevice, WgpuDeviceKind};
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum DeviceChoice {
@@ -89,6 +98,10 @@ pub struct Adapter {
     pub max_compute_workgroup_storage_size: u32,
     pub max_compute_invocations_per_workgroup: u32,
     pub supports_f16: bool,
+    /// The compiler cubecl gives it (SPIR-V, MSL, WGSL), once [`probe_compiler`] has asked.
+    pub compiler: Option<String>,
+    /// Cooperative-matrix (tensor core) types and shapes the compiler can use, `a×b→c m×n×k`.
+    pub cooperative_matrices: Vec<String>,
     /// How burn addresses it: type and index among adapters of that type on that backend.
     #[serde(skip)]
     kind: WgpuDeviceKind,
@@ -135,6 +148,8 @@ pub fn adapters() -> Vec<Adapter> {
                 max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
                 max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
                 supports_f16: adapter.features().contains(wgpu::Features::SHADER_F16),
+                compiler: None,
+                cooperative_matrices: Vec::new(),
                 kind,
                 api,
             });
@@ -167,7 +182,174 @@ pub fn cpu_device() -> SelectedDevice {
     }
 }
 
+static HOST_READS: AtomicU64 = AtomicU64::new(0);
+static HOST_READ_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// A tensor's values on the host, as f32: the one way rrhf reads data back from a device. Each
+/// call waits for the device to finish what the value depends on (a host synchronisation), so
+/// the calls and their bytes are counted for `rrhf bench step` ([`host_reads`]).
+pub fn to_host<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>> {
+    let n = tensor.shape().num_elements() as u64;
+    HOST_READS.fetch_add(1, Ordering::Relaxed);
+    HOST_READ_BYTES.fetch_add(4 * n, Ordering::Relaxed);
+    tensor
+        .try_into_vec_as::<f32>()
+        .map_err(|e| anyhow::anyhow!("reading a result back from the device: {e:?}"))
+}
+
+/// `(reads, bytes)` through [`to_host`] so far in this process.
+pub fn host_reads() -> (u64, u64) {
+    (
+        HOST_READS.load(Ordering::Relaxed),
+        HOST_READ_BYTES.load(Ordering::Relaxed),
+    )
+}
+
+/// How cubecl's runtime was set up for this process (the first GPU device fixes it).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RuntimeSettings {
+    /// Autotune benchmarks each matmul's and fused kernel's candidates per shape; off, it still
+    /// runs (cubecl has no switch for burn's own ops) at its cheapest: the coarsest shape keys
+    /// and one sample per candidate, with nothing written to the cache.
+    pub autotune: bool,
+    /// Fusion merges elementwise ops into the kernels around them.
+    pub fusion: bool,
+    /// The file autotune's results persist in (per adapter and driver).
+    pub cache: Option<PathBuf>,
+}
+
+static RUNTIME: OnceLock<RuntimeSettings> = OnceLock::new();
+
+/// Whether an `RRHF_*` switch is set to off (`0`, `false`, `off`, `no`).
+fn switched_off(var: &str) -> bool {
+    std::env::var(var).is_ok_and(|v| ["0", "false", "off", "no"].contains(&v.trim()))
+}
+
+/// The user's cache directory for rrhf: `RRHF_CACHE_DIR`, else `$XDG_CACHE_HOME/rrhf`,
+/// `~/.cache/rrhf` (Linux), `~/Library/Caches/rrhf` (macOS), `%LOCALAPPDATA%\rrhf` (Windows).
+/// Never the repository or the current directory.
+pub fn cache_dir() -> Option<PathBuf> {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(dir) = var("RRHF_CACHE_DIR") {
+        return Some(dir);
+    }
+    let base = if cfg!(target_os = "macos") {
+        var("HOME").map(|h| h.join("Library/Caches"))
+    } else if cfg!(windows) {
+        var("LOCALAPPDATA")
+    } else {
+        var("XDG_CACHE_HOME").or_else(|| var("HOME").map(|h| h.join(".cache")))
+    };
+    base.map(|b| b.join("rrhf"))
+}
+
+/// Sets cubecl's process-wide runtime once, before the first GPU device: autotune's persistent
+/// cache in [`cache_dir`] (one database per adapter and driver, since cubecl's keys do not name
+/// the adapter), and autotune and fusion on unless `RRHF_AUTOTUNE=0` / `RRHF_FUSION=0`. On a CPU
+/// adapter (lavapipe) autotune defaults to off (`RRHF_AUTOTUNE=1` turns it on): benchmarking every
+/// candidate kernel on a CPU costs minutes and measures nothing a GPU run can use. `cubecl.toml`
+/// and `CUBECL_*` variables still apply on top. Later calls return the first call's settings.
+pub fn configure_runtime(adapter: &Adapter) -> &'static RuntimeSettings {
+    RUNTIME.get_or_init(|| {
+        use cubecl::config::autotune::AutotuneLevel;
+        use cubecl::config::cache::CacheConfig;
+        use cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
+        let on_cpu = adapter.device_type == "Cpu";
+        let autotune = match std::env::var("RRHF_AUTOTUNE") {
+            Ok(_) => !switched_off("RRHF_AUTOTUNE"),
+            Err(_) => !on_cpu,
+        };
+        let fusion = !switched_off("RRHF_FUSION");
+        let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
+        let slug: String = format!("rrhf-{}-{}", adapter.name, adapter.driver)
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        config.environment.name = slug.clone();
+        let dir = cache_dir();
+        // A path from cubecl.toml wins; the default (cubecl's `target/`) gives way to ours.
+        if matches!(config.environment.path, CacheConfig::Target)
+            && let Some(dir) = &dir
+        {
+            config.environment.path = CacheConfig::Directory(dir.join("cubecl"));
+        }
+        if !autotune {
+            config.autotune.level = AutotuneLevel::Minimal;
+            config.autotune.bench.min_samples = 1;
+            config.autotune.bench.max_samples = 1;
+            config.autotune.bench.short_circuit_samples = 1;
+            config.autotune.bench.adaptive = true;
+            config.autotune.disable_cache = true;
+        }
+        let cache = match (&config.environment.path, autotune) {
+            (CacheConfig::Directory(d), true) => Some(d.join(format!("{slug}.db"))),
+            _ => None,
+        };
+        if !CubeClRuntimeConfig::try_set(config) {
+            eprintln!("warning: cubecl's runtime was configured before rrhf could set it up");
+        }
+        if !fusion {
+            for name in burn_cubecl::fusion::BUILTIN_NAMES {
+                let _ = burn_cubecl::fusion::remove(name);
+            }
+        }
+        RuntimeSettings {
+            autotune,
+            fusion,
+            cache,
+        }
+    })
+}
+
+/// How this process's GPU devices run (set by the first one selected), if one was.
+pub fn runtime_settings() -> Option<&'static RuntimeSettings> {
+    RUNTIME.get()
+}
+
+/// The compiler cubecl gives a GPU device and the cooperative-matrix (tensor core) shapes it
+/// found, as `a×b→c m×n×k` (empty: none). Initialises the device.
+pub fn compiler_and_matrices(device: &Device) -> Option<(String, Vec<String>)> {
+    let burn::backend::DispatchDevice::Cube(cube) = device.as_dispatch() else {
+        return None;
+    };
+    let client = cube.client();
+    let compiler = match client.name() {
+        "wgpu<spirv>" => "SPIR-V",
+        "wgpu<msl>" => "MSL",
+        "wgpu<wgsl>" => "WGSL",
+        other => other,
+    }
+    .to_string();
+    let matrices = client
+        .properties()
+        .features
+        .matmul
+        .cmma
+        .iter()
+        .map(|c| {
+            format!(
+                "{}x{}->{} {}x{}x{}",
+                c.a_type, c.b_type, c.cd_type, c.m, c.n, c.k
+            )
+        })
+        .collect();
+    Some((compiler, matrices))
+}
+
+/// Fills in the adapter's compiler and cooperative matrices by initialising it in cubecl.
+pub fn probe_compiler(adapter: &mut Adapter) {
+    if let Some((compiler, matrices)) = compiler_and_matrices(&wgpu_device(adapter).device) {
+        adapter.compiler = Some(compiler);
+        adapter.cooperative_matrices = matrices;
+    }
+}
+
 fn wgpu_device(adapter: &Adapter) -> SelectedDevice {
+    configure_runtime(adapter);
     let device = Device::new(WgpuDevice::new(adapter.kind.clone()).on(adapter.api));
     SelectedDevice {
         device,

@@ -127,12 +127,8 @@ pub fn reference_perplexity(
     for chunk in pairs.chunks(settings.batch.max(1)) {
         let (sums, counts) =
             sequence_logprobs(model, &ScoredBatch::pack(chunk), HeadPath::default());
-        let sums: Vec<f32> = sums
-            .try_into_vec_as()
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        let counts: Vec<f32> = counts
-            .try_into_vec_as()
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let sums = crate::device::to_host(sums)?;
+        let counts = crate::device::to_host(counts)?;
         nll -= sums.iter().map(|&s| s as f64).sum::<f64>();
         count += counts.iter().map(|&c| c as f64).sum::<f64>();
     }

@@ -1,6 +1,7 @@
-//! The WGSL kernels (wgpu device) and the reference path (CPU device) against the burn-ops
-//! oracle, forward and backward, on random inputs and on the edges; and the gradients against
-//! finite differences.
+//! The CubeCL kernels (wgpu device: lavapipe here, under the SPIR-V compiler real Vulkan GPUs
+//! get) and the reference path (CPU device) against the burn-ops oracle, forward and backward, on
+//! random inputs and on the edges; the gradients against finite differences; the WGSL they
+//! compile to against `shaders/`; and the patched cubecl-spirv in use.
 
 mod common;
 
@@ -447,4 +448,81 @@ fn fused_head_matches_unfused_head() {
             1.0,
         );
     }
+}
+
+/// `shaders/` holds exactly the WGSL the kernels compile to (scripts/update-shaders.sh writes it).
+#[test]
+fn shaders_are_current() {
+    let Some(gpu) = common::test_devices().into_iter().find(|d| d.is_wgpu) else {
+        return;
+    };
+    let sources = rrhf::kernels::wgsl_sources(&gpu.device).unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let on_disk = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".wgsl"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    if std::env::var("RRHF_UPDATE_SHADERS").as_deref() == Ok("1") {
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in on_disk() {
+            std::fs::remove_file(dir.join(name)).unwrap();
+        }
+        for (name, source) in &sources {
+            std::fs::write(dir.join(name), source).unwrap();
+        }
+    }
+    let mut names: Vec<String> = sources.iter().map(|(n, _)| n.clone()).collect();
+    names.sort();
+    assert_eq!(
+        on_disk(),
+        names,
+        "shaders/ is stale: run scripts/update-shaders.sh"
+    );
+    for (name, source) in &sources {
+        let committed = std::fs::read_to_string(dir.join(name)).unwrap();
+        assert!(
+            committed == *source,
+            "shaders/{name} is stale: run scripts/update-shaders.sh"
+        );
+    }
+}
+
+/// lavapipe runs cubecl's SPIR-V compiler (what Vulkan GPUs get), and a reduction through shared
+/// memory, which crashes the driver with cubecl-spirv 0.11.3 as released, gives the host's sum:
+/// the vendored, patched crate is the one in use.
+#[test]
+fn lavapipe_runs_the_patched_spirv_compiler() {
+    let Some(gpu) = common::test_devices().into_iter().find(|d| d.is_wgpu) else {
+        return;
+    };
+    let (compiler, _) = rrhf::device::compiler_and_matrices(&gpu.device).unwrap();
+    assert_eq!(compiler, "SPIR-V", "{gpu:?}");
+    let values: Vec<f32> = (0..100_000)
+        .map(|i| ((i % 97) as f32 - 48.0) * 0.01)
+        .collect();
+    let want: f64 = values.iter().map(|&x| x as f64).sum();
+    let x = Tensor::<1>::from_data(TensorData::new(values, [100_000]), &gpu.device);
+    let got = host(x.sum())[0] as f64;
+    assert!(
+        (got - want).abs() < 1e-2,
+        "sum {got} against the host's {want}"
+    );
+    let patched = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/vendor/cubecl-spirv/src/ops/memory.rs"
+    ))
+    .unwrap();
+    assert!(
+        patched.contains(
+            "let value_ty = ty_to_spirv_dialect(ctx, slice.value_ty(ctx).get_type(ctx));"
+        )
+    );
 }

@@ -7,20 +7,27 @@
 //!   the sum per query over mis-orderable pairs of RRHF's hinge, or of the pairwise logistic
 //!   (Bradley-Terry) loss that reward models train with.
 //!
-//! Both live behind one backend-extension trait, [`RrhfKernels`]: hand-written WGSL shaders
-//! (`shaders/`, wired in `wgsl.rs`) on the wgpu device, the burn-ops reference (`reference.rs`)
-//! on the CPU backend, and a hand-written autodiff wrapper (`autodiff.rs`) that attaches the
-//! backward passes to either.
+//! Both live behind one backend-extension trait, [`RrhfKernels`]: CubeCL kernels
+//! (`cube_kernels.rs`, launched in `cube.rs`; `shaders/` shows the WGSL they compile to) on every
+//! GPU, the burn-ops reference (`reference.rs`) on the CPU backend, and a hand-written autodiff
+//! wrapper (`autodiff.rs`) that attaches the backward passes to either. Under burn's fusion each
+//! kernel is one lazy operation of the fused stream (fusion runs around it, not through it), and
+//! the fused head is plain burn ops over the backend's primitives, so fusion and autotune see its
+//! matmuls and elementwise work.
 
 mod autodiff;
+mod cube;
+pub mod cube_kernels;
 pub mod fused_head;
 pub mod reference;
-mod wgsl;
 
+use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::tensor::{FloatTensor, IntTensor};
-#[allow(unused_imports)] // `Autodiff` is named by the macro's selector list.
+#[allow(unused_imports)] // `Autodiff` and `Fusion` are named by the macro's selector list.
 use burn::backend::{Autodiff, Dispatch, Flex, backend_extension};
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{DType, Int, Shape, Tensor};
+
+pub use cube::{RANK_CUBE, ROW_CUBE, wgsl_sources};
 
 /// The most logits `[S, T, V]` a batch may hold outside the fused head: the GPU kernels index
 /// them with 32-bit integers.
@@ -51,20 +58,14 @@ pub enum PairLoss {
     Logistic,
 }
 
-impl PairLoss {
-    /// The shaders' code for it.
-    fn code(self) -> u32 {
-        match self {
-            PairLoss::Hinge => 0,
-            PairLoss::Logistic => 1,
-        }
-    }
-}
-
-#[backend_extension(Autodiff, Cube, Flex)]
+#[backend_extension(Autodiff, Cube, Flex, Fusion)]
 pub trait RrhfKernels: burn::backend::Backend {
     /// `(sum [S], lse [S, T])`: summed masked target log-probs, and the row logsumexps
     /// (0 on masked rows) that the backward pass reuses.
+    #[fusion(meta = |logits, _targets, _mask| {
+        let [s, t, _] = logits.shape.dims::<3>();
+        (TensorSpec::new(Shape::new([s]), DType::F32), TensorSpec::new(Shape::new([s, t]), DType::F32))
+    })]
     fn seq_logprob_forward(
         logits: FloatTensor<Self>,
         targets: IntTensor<Self>,
@@ -72,6 +73,7 @@ pub trait RrhfKernels: burn::backend::Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// `d logits [S, T, V]` from the gradient of the sums `[S]`.
+    #[fusion(meta = |logits, _targets, _mask, _lse, _grad| TensorSpec::new(logits.shape.clone(), DType::F32))]
     fn seq_logprob_backward(
         logits: FloatTensor<Self>,
         targets: IntTensor<Self>,
@@ -81,6 +83,7 @@ pub trait RrhfKernels: burn::backend::Backend {
     ) -> FloatTensor<Self>;
 
     /// The pair-loss sum per query `[Q]`.
+    #[fusion(meta = |p, _rewards, _valid, _kind| TensorSpec::new(Shape::new([p.shape[0]]), DType::F32))]
     fn rank_loss_forward(
         p: FloatTensor<Self>,
         rewards: FloatTensor<Self>,
@@ -89,6 +92,7 @@ pub trait RrhfKernels: burn::backend::Backend {
     ) -> FloatTensor<Self>;
 
     /// `d p [Q, K]` from the gradient of the per-query losses `[Q]`.
+    #[fusion(meta = |p, _rewards, _valid, _grad, _kind| TensorSpec::new(p.shape.clone(), DType::F32))]
     fn rank_loss_backward(
         p: FloatTensor<Self>,
         rewards: FloatTensor<Self>,
@@ -98,18 +102,30 @@ pub trait RrhfKernels: burn::backend::Backend {
     ) -> FloatTensor<Self>;
 
     /// The fused head (`fused_head.rs`): `(sum [S], lse [S·T])` from the hidden states
-    /// `[S, T, d]` and the head weight `[V, d]`, `chunk` vocabulary rows at a time.
+    /// `[S, T, d]` and the head weight `[V, d]`, `chunk` vocabulary rows at a time. By default
+    /// each chunk's row reductions are this trait's log-prob kernels.
+    #[fusion(default)]
     fn fused_head_forward(
         hidden: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         targets: IntTensor<Self>,
         mask: FloatTensor<Self>,
         chunk: usize,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        fused_head::forward::<Self>(
+            hidden,
+            weight,
+            targets,
+            mask,
+            chunk,
+            fused_head::RowOps::Kernels,
+        )
+    }
 
     /// `(d hidden [S, T, d], d weight [V, d])` from the gradient of the sums `[S]`; d weight
     /// only when `weight_grad` (a frozen head, as under LoRA, skips a third of the work).
     #[allow(clippy::too_many_arguments)]
+    #[fusion(default)]
     fn fused_head_backward(
         hidden: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -119,7 +135,19 @@ pub trait RrhfKernels: burn::backend::Backend {
         grad: FloatTensor<Self>,
         chunk: usize,
         weight_grad: bool,
-    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>);
+    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
+        fused_head::backward::<Self>(
+            hidden,
+            weight,
+            targets,
+            mask,
+            lse,
+            grad,
+            chunk,
+            weight_grad,
+            fused_head::RowOps::Kernels,
+        )
+    }
 }
 
 /// Summed log-prob of the masked targets of each sequence `[S]`; differentiable in `logits`.
@@ -281,7 +309,7 @@ impl RrhfKernels for Flex {
         mask: FloatTensor<Self>,
         chunk: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        fused_head::forward_on::<Self>(
+        fused_head::forward::<Self>(
             hidden,
             weight,
             targets,
@@ -301,7 +329,7 @@ impl RrhfKernels for Flex {
         chunk: usize,
         weight_grad: bool,
     ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
-        fused_head::backward_on::<Self>(
+        fused_head::backward::<Self>(
             hidden,
             weight,
             targets,

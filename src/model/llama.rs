@@ -196,14 +196,17 @@ impl Attention {
         // that share a KV head are stacked along the sequence axis of one matmul.
         let rep = h / kv;
         let q = q.reshape([b, kv, rep * t, hd]);
-        let scores = q.matmul(k.swap_dims(2, 3)).reshape([b, h, t, tk]) * (hd as f64).powf(-0.5);
+        let scores = p
+            .batched_matmul(q, k.swap_dims(2, 3))
+            .reshape([b, h, t, tk])
+            * (hd as f64).powf(-0.5);
         let mut scores = scores + ctx.causal.clone();
         if let Some(padding) = &ctx.padding {
             scores = scores + padding.clone();
         }
         let probs = softmax(scores, 3).reshape([b, kv, rep * t, tk]);
-        let out = probs
-            .matmul(v)
+        let out = p
+            .batched_matmul(probs, v)
             .reshape([b, h, t, hd])
             .swap_dims(1, 2)
             .reshape([b, t, h * hd]);

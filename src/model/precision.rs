@@ -1,8 +1,9 @@
 //! Mixed precision (`train.precision`): the weights stay in f32 (the optimizer updates them and
-//! keeps its moments there), and each projection's matmul runs in f16 or bf16 on copies cast
-//! for the call, as PyTorch's autocast does. Everything else stays in f32: the residual
-//! stream, the norms, attention's softmax (whose masks do not fit in f16), the head and the loss
-//! kernels. With f16, small gradients underflow unless the loss is scaled first
+//! keeps its moments there), and each projection's matmul and attention's two matmuls (Q·Kᵀ and
+//! P·V) run in f16 or bf16 on copies cast for the call, as PyTorch's autocast does: that is what
+//! GPUs' tensor cores (cooperative matrices) take, accumulating in f32. Everything else stays in
+//! f32: the residual stream, the norms, attention's softmax and masks (which do not fit in f16),
+//! the head and the loss kernels. With f16, small gradients underflow unless the loss is scaled first
 //! (`train::loss_scale`); bf16 has f32's range and needs no scaling.
 //!
 //! Frozen projection weights (the base of a LoRA model) never change, so they are loaded in the
@@ -53,6 +54,18 @@ impl Precision {
     pub fn runs_on(self, device: &Device) -> bool {
         let dtype: burn::tensor::DType = self.matmul_dtype().into();
         device.supports_dtype(dtype)
+    }
+
+    /// `a · b` of two batched matrices (attention's scores and weighted values) in this
+    /// precision, the result in f32.
+    pub fn batched_matmul<const D: usize>(self, a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
+        match self {
+            Self::F32 => a.matmul(b),
+            _ => {
+                let dtype = self.matmul_dtype();
+                a.cast(dtype).matmul(b.cast(dtype)).cast(FloatDType::F32)
+            }
+        }
     }
 
     /// `x · w` (`x` `[.., in]`, `w` `[in, out]`) in this precision, the result in f32.

@@ -67,9 +67,8 @@ impl Reward for ModelReward {
             .with_context(|| format!("reward model {}", self.dir.display()))?;
         let mut scores = Vec::with_capacity(items.len());
         for chunk in pairs.chunks(BATCH) {
-            let rewards: Vec<f32> = sequence_rewards(&self.model, &ScoredBatch::pack(chunk))
-                .try_into_vec_as()
-                .expect("rewards read back");
+            let rewards =
+                crate::device::to_host(sequence_rewards(&self.model, &ScoredBatch::pack(chunk)))?;
             scores.extend(rewards.into_iter().map(f64::from));
         }
         Ok(scores)

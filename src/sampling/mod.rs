@@ -437,9 +437,7 @@ pub(crate) fn decode_step(
 fn last_logits(model: &Llama, hidden: Tensor<3>) -> Result<Vec<f32>> {
     let [_, t, _] = hidden.dims();
     let logits = model.logits(hidden.narrow(1, t - 1, 1));
-    let host = logits
-        .try_into_vec_as::<f32>()
-        .map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;
+    let host = crate::device::to_host(logits)?;
     // A broken checkpoint would otherwise pick tokens from NaNs and print text as if all were well.
     ensure!(
         host.iter().all(|x| x.is_finite()),

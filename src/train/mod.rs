@@ -93,6 +93,20 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
         eprintln!("data parallel: also {}", extra.description);
         replica_devices.push(training_device(&extra.device));
     }
+    // Before anything is loaded: a device asked for a dtype it cannot compute in can fail in
+    // ways that poison it (lavapipe, casting weights to bf16 under SPIR-V).
+    for (choice, device) in std::iter::once(&config.train.device)
+        .chain(&config.train.data_parallel)
+        .zip(std::iter::once(&device).chain(&replica_devices))
+    {
+        if !config.train.precision.runs_on(device) {
+            bail!(
+                "train.precision = \"{}\": device `{choice}` has no arithmetic in it (f32 runs \
+                 everywhere; f16 needs shader-f16 on a GPU; bf16 runs on the CPU backend only)",
+                config.train.precision.name()
+            );
+        }
+    }
     let model_dir = options.resume.as_deref().unwrap_or(&config.model.path);
     let mut model = match &config.reward_model {
         None => load_model_storing(
@@ -119,18 +133,6 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
             lora
         ),
         _ => {}
-    }
-    for (choice, device) in std::iter::once(&config.train.device)
-        .chain(&config.train.data_parallel)
-        .zip(std::iter::once(&device).chain(&replica_devices))
-    {
-        if !config.train.precision.runs_on(device) {
-            bail!(
-                "train.precision = \"{}\": device `{choice}` has no arithmetic in it (f32 runs \
-                 everywhere; f16 needs shader-f16 on a GPU; bf16 runs on the CPU backend only)",
-                config.train.precision.name()
-            );
-        }
     }
     model.precision = config.train.precision;
     let tokenizer = Tokenizer::load(model_dir, &model.config)?;
@@ -322,8 +324,9 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
             config,
             scale,
         );
-        let mut sums = [0.0f32; 3];
+        let mut sums: Option<Tensor<1>> = None;
         let mut tokens = 0;
+        let mut lines = Vec::new();
         for result in shares {
             let share = result.map_err(|e| {
                 anyhow::anyhow!(
@@ -332,13 +335,34 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
                     last_good(out, step)
                 )
             })?;
-            for (s, p) in sums.iter_mut().zip(share.sums) {
-                *s += p;
+            if let Some(share_sums) = share.sums.map(|t| t.to_device(&device)) {
+                sums = Some(sums.map_or(share_sums.clone(), |s| s + share_sums));
             }
             tokens += share.tokens;
+            lines.extend(share.lines);
             grads.merge(share.grads);
         }
-        let grad_norm = grads.global_norm() / scale;
+        // The step's one read from the device: its summed losses and the gradients' norm.
+        let sums = sums.expect("a step has at least one micro-batch");
+        let host = crate::device::to_host(Tensor::cat(vec![sums, grads.squared_norm()], 0))
+            .with_context(|| format!("step {}", step + 1))?;
+        let sums = [host[0], host[1], host[2]];
+        if sums.iter().any(|x| !x.is_finite()) {
+            lines.sort_unstable();
+            let lines: Vec<String> = lines.iter().map(usize::to_string).collect();
+            bail!(
+                "step {}: the loss is not finite (total {}, rank {}, ft {}) on {} lines {}; \
+                 stopping. {}",
+                step + 1,
+                sums[0],
+                sums[1],
+                sums[2],
+                config.data.train.display(),
+                lines.join(", "),
+                last_good(out, step)
+            );
+        }
+        let grad_norm = host[3].sqrt() / scale;
         let lr = schedule.at(step);
         // Under f16 loss scaling an overflow means the scale was too large: the step makes no
         // update. Without it, a non-finite gradient ends the run.
@@ -446,10 +470,13 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
 
 /// What one worker's micro-batches of a step add up to.
 struct Share {
-    /// Summed total, rank and fine-tune losses of its queries.
-    sums: [f32; 3],
+    /// `[3]` on its device: the summed total, rank and fine-tune losses of its queries, read
+    /// with the step's gradient norm (none for a worker that got no micro-batch).
+    sums: Option<Tensor<1>>,
     tokens: usize,
     grads: GradientBuffer,
+    /// The data lines of its queries, for messages.
+    lines: Vec<usize>,
 }
 
 /// The step's gradients, one share per worker: this device, then each data-parallel device with
@@ -510,11 +537,9 @@ fn accumulate_share(
     config: &TrainConfig,
     loss_scale: f32,
 ) -> Result<Share> {
-    let mut share = Share {
-        sums: [0.0; 3],
-        tokens: 0,
-        grads: GradientBuffer::default(),
-    };
+    let mut sums: Option<Tensor<1>> = None;
+    let (mut tokens, mut lines) = (0, Vec::new());
+    let mut grads = GradientBuffer::default();
     for chunk in micro_batches {
         let examples: Vec<&TokenizedExample> = chunk
             .iter()
@@ -525,7 +550,8 @@ fn accumulate_share(
             })
             .collect();
         let batch = RankBatch::new(&examples);
-        share.tokens += batch.real_tokens();
+        tokens += batch.real_tokens();
+        lines.extend(examples.iter().map(|e| e.line));
         let forward = loss_forward(
             model,
             &batch.sequences,
@@ -535,23 +561,22 @@ fn accumulate_share(
         let loss = &forward.loss;
         let objective =
             loss.total.clone().sum() * (loss_scale / config.train.queries_per_step as f32);
-        let parts = read_sums([&loss.total, &loss.rank, &loss.ft])?;
-        if parts.iter().any(|x| !x.is_finite()) {
-            bail!(
-                "the loss is not finite (total {}, rank {}, ft {}) on {} lines {}",
-                parts[0],
-                parts[1],
-                parts[2],
-                config.data.train.display(),
-                source_lines(&examples)
-            );
-        }
-        for (s, p) in share.sums.iter_mut().zip(parts) {
-            *s += p;
-        }
-        forward.backward(model, objective, &mut share.grads);
+        let parts = Tensor::cat(
+            [&loss.total, &loss.rank, &loss.ft]
+                .iter()
+                .map(|t| (*t).clone().sum().detach())
+                .collect(),
+            0,
+        );
+        sums = Some(sums.map_or(parts.clone(), |s| s + parts));
+        forward.backward(model, objective, &mut grads);
     }
-    Ok(share)
+    Ok(Share {
+        sums,
+        tokens,
+        grads,
+        lines,
+    })
 }
 
 fn eval_line(step: usize, result: EvalResult) -> serde_json::Value {
@@ -605,10 +630,7 @@ pub fn evaluate(
         let batch = RankBatch::new(&examples);
         let out = batch_loss(model, &batch, config);
         total += read_sums([&out.total])?[0];
-        let scores: Vec<f32> = out
-            .scores
-            .try_into_vec_as()
-            .map_err(|e| anyhow::anyhow!("reading the eval scores back: {e:?}"))?;
+        let scores = crate::device::to_host(out.scores)?;
         let (m, p) = ranked_pairs(&scores, &batch);
         matched += m;
         pairs += p;
@@ -626,16 +648,8 @@ pub fn evaluate(
 /// The sums of several `[Q]` tensors, read back from the device together.
 fn read_sums<const N: usize>(parts: [&Tensor<1>; N]) -> Result<[f32; N]> {
     let sums: Vec<Tensor<1>> = parts.iter().map(|t| (*t).clone().sum()).collect();
-    let host: Vec<f32> = Tensor::cat(sums, 0)
-        .detach()
-        .try_into_vec_as()
-        .map_err(|e| anyhow::anyhow!("reading the loss back from the device: {e:?}"))?;
+    let host = crate::device::to_host(Tensor::cat(sums, 0).detach())?;
     Ok(host.try_into().expect("one sum per part"))
-}
-
-fn source_lines(examples: &[&TokenizedExample]) -> String {
-    let lines: Vec<String> = examples.iter().map(|e| e.line.to_string()).collect();
-    lines.join(", ")
 }
 
 fn last_good(out: &Path, step: usize) -> String {

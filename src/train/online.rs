@@ -246,10 +246,7 @@ impl OnlineSampler {
                 .collect();
             let batch = ScoredBatch::pack(&pairs);
             let read = |m: &Llama| -> Result<Vec<f32>> {
-                sequence_logprobs(m, &batch, HeadPath::default())
-                    .0
-                    .try_into_vec_as()
-                    .map_err(|e| anyhow::anyhow!("{e:?}"))
+                crate::device::to_host(sequence_logprobs(m, &batch, HeadPath::default()).0)
             };
             let (lp_policy, lp_start) = (read(policy)?, read(start)?);
             for ((score, p), s) in ex.scores.iter_mut().zip(lp_policy).zip(lp_start) {

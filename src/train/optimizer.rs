@@ -51,15 +51,15 @@ impl GradientBuffer {
         &self.grads
     }
 
-    /// The L2 norm over every parameter's gradient (one read back from the device).
-    pub fn global_norm(&self) -> f32 {
+    /// The squared L2 norm over every parameter's gradient, `[1]`, left on the device (the
+    /// trainer reads it together with the step's losses: one host synchronisation per step).
+    pub fn squared_norm(&self) -> Tensor<1> {
         let squares: Vec<Tensor<1>> = self
             .grads
             .iter()
             .map(|g| g.clone().square().sum())
             .collect();
-        let total: f32 = Tensor::cat(squares, 0).sum().into_scalar();
-        total.sqrt()
+        Tensor::cat(squares, 0).sum()
     }
 
     pub fn clear(&mut self) {
