@@ -118,7 +118,7 @@ fn bench_seq_logprob(selected: &SelectedDevice, args: &KernelBench) {
     // On the CPU path the backend extension runs the reference itself: one line says so.
     let paths: Vec<(&str, Run, Run)> = if selected.is_wgpu {
         vec![
-            ("wgsl-kernel", &kernel_fwd, &kernel_bwd),
+            ("cubecl-kernel", &kernel_fwd, &kernel_bwd),
             ("burn-ops-reference", &reference_fwd, &reference_bwd),
         ]
     } else {

@@ -163,7 +163,7 @@ pub fn adapters() -> Vec<Adapter> {
 pub struct SelectedDevice {
     pub device: Device,
     pub description: String,
-    /// Whether the wgpu runtime (and so the WGSL kernels) runs it.
+    /// Whether the wgpu runtime (and so the CubeCL kernels) runs it.
     pub is_wgpu: bool,
 }
 

@@ -1,4 +1,4 @@
-//! The kernels written with plain burn tensor ops: the oracle the WGSL shaders are tested
+//! The kernels written with plain burn tensor ops: the oracle the CubeCL kernels are tested
 //! against, and the implementation on every backend that is not wgpu.
 //!
 //! The forward functions are differentiable by burn's own autodiff, which is how the
