@@ -13,11 +13,14 @@ use common::{fixture, metrics, scratch};
 
 const TINY_CONFIG: &str = "configs/tiny-test.toml";
 
+/// The binary under test: this build's, or `RRHF_BIN` (to show what another build does with the
+/// same input, e.g. one from before these rules).
+fn bin() -> String {
+    std::env::var("RRHF_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_rrhf").to_string())
+}
+
 fn rrhf(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rrhf"))
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(bin()).args(args).output().unwrap()
 }
 
 fn stderr(out: &Output) -> String {
@@ -307,7 +310,7 @@ fn of_two_runs_started_at_once_exactly_one_runs() {
     let out = scratch("rel-race");
     let args = train_args(s(&out), &["--set", "train.max_steps=6"]);
     let spawn = || {
-        Command::new(env!("CARGO_BIN_EXE_rrhf"))
+        Command::new(bin())
             .args(&args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())

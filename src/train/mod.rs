@@ -31,7 +31,7 @@ use crate::data::{
     RankBatch, TokenizeOptions, TokenizedExample, check_rankable, read_query_lines,
     read_ranked_jsonl, tokenize_examples,
 };
-use crate::device::select;
+use crate::device::{SelectedDevice, select};
 use crate::loss::{RrhfLoss, final_hidden, ranked_pairs, reward_model_loss_of, rrhf_loss_of};
 use crate::model::{Llama, Precision};
 use crate::tokenizer::Tokenizer;
@@ -82,140 +82,24 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
         force: options.force,
         inputs: config.inputs(),
     })?;
-    let selected = select(&config.train.device).context("field `train.device`")?;
-    eprintln!("device: {}", selected.description);
-    let training_device =
-        |d: &burn::tensor::Device| config.train.gradient_checkpointing.training_device(d);
-    let device = training_device(&selected.device);
-    let mut replica_devices = Vec::new();
-    for choice in &config.train.data_parallel {
-        let extra = select(choice).context("field `train.data_parallel`")?;
-        eprintln!("data parallel: also {}", extra.description);
-        replica_devices.push(training_device(&extra.device));
-    }
-    // Before anything is loaded: a device asked for a dtype it cannot compute in can fail in
-    // ways that poison it (lavapipe, casting weights to bf16 under SPIR-V).
-    for (choice, device) in std::iter::once(&config.train.device)
-        .chain(&config.train.data_parallel)
-        .zip(std::iter::once(&device).chain(&replica_devices))
-    {
-        if !config.train.precision.runs_on(device) {
-            bail!(
-                "train.precision = \"{}\": device `{choice}` has no arithmetic in it (f32 runs \
-                 everywhere; f16 needs shader-f16 on a GPU; bf16 runs on the CPU backend only)",
-                config.train.precision.name()
-            );
-        }
-    }
+    let (selected, device, replica_devices) = select_devices(config)?;
     let model_dir = options.resume.as_deref().unwrap_or(&config.model.path);
-    let mut model = match &config.reward_model {
-        None => load_model_storing(
-            model_dir,
-            &device,
-            config
-                .train
-                .precision
-                .projection_storage(config.lora.is_some()),
-        )?,
-        // A causal LM gets a fresh scalar head; a reward model (e.g. a resumed one) is kept.
-        Some(_) => load_checkpoint(model_dir, &device, FloatDType::F32)?
-            .into_reward_model(config.train.seed),
-    };
-    // A resumed LoRA run loads its adapters with the model; a fresh one starts them here.
-    match (&config.lora, &model.adapter) {
-        (Some(lora), None) => {
-            model = model.with_fresh_lora(lora, config.model.path.clone(), config.train.seed)?
-        }
-        (Some(lora), Some(loaded)) if *lora != loaded.config => bail!(
-            "{}: the adapters there have {:?}, but [lora] asks for {:?}",
-            model_dir.display(),
-            loaded.config,
-            lora
-        ),
-        _ => {}
-    }
-    model.precision = config.train.precision;
+    let mut model = load_trained_model(config, model_dir, &device)?;
     let tokenizer = Tokenizer::load(model_dir, &model.config)?;
 
-    let opts = TokenizeOptions {
-        max_length: config.data.max_length,
-        max_query_length: config.data.max_query_length,
-        template: config.data.template,
-    };
     // Offline, every query's responses are known now; online, they are sampled round by round.
-    let (mut train_set, mut online): (Vec<Option<TokenizedExample>>, _) = match &config.online {
-        None => (
-            load_tokenized(&config.data.train, &tokenizer, opts, config, true)?
-                .into_iter()
-                .map(Some)
-                .collect(),
-            None,
-        ),
-        Some(section) => {
-            let queries = read_query_lines(&config.data.train, config.data.max_line_bytes)?;
-            let sampler = OnlineSampler::new(
-                section,
-                queries.clone(),
-                opts,
-                config.data.max_line_bytes,
-                &config.model.path,
-                config.lora.is_some(),
-                &selected.device,
-                &config.output.dir,
-            )?;
-            (vec![None; queries.len()], Some(sampler))
-        }
-    };
-    let eval_set = match &config.data.eval {
-        Some(path) => Some(load_tokenized(path, &tokenizer, opts, config, false)?),
-        None => None,
-    };
-
-    // The largest logits a micro-batch can hold (the fused head: one vocabulary chunk of them)
-    // must fit the kernels' indexing; refused here, before any step, with the key to change.
-    let most_responses = train_set
-        .iter()
-        .flatten()
-        .chain(eval_set.iter().flatten())
-        .map(|e| e.responses.len())
-        .chain(online.as_ref().map(OnlineSampler::most_responses))
-        .max()
-        .unwrap_or(1);
-    let micro_queries = config
-        .train
-        .queries_per_step
-        .div_ceil(config.train.grad_accum);
-    let (columns, fix) = match config.loss.fused_head {
-        true => (
-            config.loss.head_chunk.min(model.config.vocab_size),
-            "field `loss.head_chunk`: use a smaller chunk",
-        ),
-        false => (
-            model.config.vocab_size,
-            "field `loss.fused_head` = false: use the fused head",
-        ),
-    };
-    crate::kernels::check_logits_fit(
-        micro_queries * most_responses,
-        config.data.max_length,
-        columns,
-    )
-    .with_context(|| {
-        format!("{fix}, or fewer sequences per micro-batch (train.queries_per_step / grad_accum)")
-    })?;
+    let (mut train_set, mut online, eval_set) = load_data(config, &tokenizer, &selected.device)?;
+    check_batches_fit(
+        config,
+        &train_set,
+        eval_set.as_deref(),
+        online.as_ref(),
+        &model,
+    )?;
 
     let t = &config.train;
-    let steps_per_epoch = train_set.len().div_ceil(t.queries_per_step);
-    let total_steps = t.max_steps.unwrap_or(t.epochs * steps_per_epoch);
-    let warmup = t
-        .warmup_steps
-        .unwrap_or((t.warmup_ratio * total_steps as f64).ceil() as usize);
-    let schedule = LrSchedule {
-        peak: t.lr,
-        warmup,
-        total: total_steps,
-        kind: t.schedule,
-    };
+    let schedule = schedule_of(t, train_set.len());
+    let total_steps = schedule.total;
     let mut optimizer = AdamW::new(AdamWConfig {
         beta1: t.adam_beta1,
         beta2: t.adam_beta2,
@@ -231,38 +115,7 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
         loss_scale: (t.precision == Precision::F16).then(|| LossScale::new(t.loss_scale)),
     };
     if let Some(dir) = &options.resume {
-        let saved = load_checkpoint_state(dir, &mut optimizer, &selected.device)?;
-        if (
-            saved.seed,
-            saved.queries_per_step,
-            saved.train_queries,
-            saved.total_steps,
-        ) != (
-            state.seed,
-            state.queries_per_step,
-            state.train_queries,
-            state.total_steps,
-        ) {
-            bail!(
-                "--resume {}: the checkpoint was made with seed {}, {} queries per step, {} training \
-                 queries and {} steps; this config gives {}, {}, {} and {}: the data order and \
-                 schedule would not continue",
-                dir.display(),
-                saved.seed,
-                saved.queries_per_step,
-                saved.train_queries,
-                saved.total_steps,
-                state.seed,
-                state.queries_per_step,
-                state.train_queries,
-                state.total_steps
-            );
-        }
-        state.step = saved.step;
-        if state.loss_scale.is_some() && saved.loss_scale.is_some() {
-            state.loss_scale = saved.loss_scale;
-        }
-        eprintln!("resuming from {} at step {}", dir.display(), state.step);
+        resume_state(dir, &mut state, &mut optimizer, &selected.device)?;
     }
 
     let mut metrics = MetricsLog::open(&out.join(METRICS_FILE), state.step)?;
@@ -293,17 +146,17 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
         if let Some(sampler) = online.as_mut()
             && (step % sampler.resample_every() == 0 || first_round)
         {
-            let start = step - step % sampler.resample_every();
-            let mut indices = Vec::new();
-            for s in start..(start + sampler.resample_every()).min(total_steps) {
-                for i in order.for_step(s, t.queries_per_step) {
-                    if !indices.contains(&i) {
-                        indices.push(i);
-                    }
-                }
-            }
             let reuse = first_round && options.resume.is_some();
-            let round = sampler.round(&model.valid(), &tokenizer, start, &indices, reuse)?;
+            let round = next_round(
+                sampler,
+                &model,
+                &tokenizer,
+                &mut order,
+                step,
+                total_steps,
+                t,
+                reuse,
+            )?;
             for (i, example) in round.examples {
                 train_set[i] = Some(example);
             }
@@ -324,48 +177,18 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
             config,
             scale,
         );
-        let mut sums: Option<Tensor<1>> = None;
-        let mut tokens = 0;
-        let mut lines = Vec::new();
-        for result in shares {
-            let share = result.map_err(|e| {
-                anyhow::anyhow!(
-                    "step {}: {e:#}; stopping. {}",
-                    step + 1,
-                    last_good(out, step)
-                )
-            })?;
-            if let Some(share_sums) = share.sums.map(|t| t.to_device(&device)) {
-                sums = Some(sums.map_or(share_sums.clone(), |s| s + share_sums));
-            }
-            tokens += share.tokens;
-            lines.extend(share.lines);
-            grads.merge(share.grads);
-        }
-        // The step's one read from the device: its summed losses and the gradients' norm.
-        let sums = sums.expect("a step has at least one micro-batch");
-        let host = crate::device::to_host(Tensor::cat(vec![sums, grads.squared_norm()], 0))
-            .with_context(|| format!("step {}", step + 1))?;
-        let sums = [host[0], host[1], host[2]];
-        if sums.iter().any(|x| !x.is_finite()) {
-            lines.sort_unstable();
-            let lines: Vec<String> = lines.iter().map(usize::to_string).collect();
-            bail!(
-                "step {}: the loss is not finite (total {}, rank {}, ft {}) on {} lines {}; \
-                 stopping. {}",
+        let StepFigures {
+            sums,
+            grad_norm,
+            tokens,
+        } = gather_step(shares, &mut grads, &device, scale, config).map_err(|e| {
+            anyhow::anyhow!(
+                "step {}: {e:#}; stopping. {}",
                 step + 1,
-                sums[0],
-                sums[1],
-                sums[2],
-                config.data.train.display(),
-                lines.join(", "),
                 last_good(out, step)
-            );
-        }
-        let grad_norm = host[3].sqrt() / scale;
+            )
+        })?;
         let lr = schedule.at(step);
-        // Under f16 loss scaling an overflow means the scale was too large: the step makes no
-        // update. Without it, a non-finite gradient ends the run.
         let skipped = !grad_norm.is_finite();
         if skipped && state.loss_scale.is_none() {
             bail!(
@@ -374,17 +197,16 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
                 last_good(out, step)
             );
         }
-        if !skipped {
-            let clip = if t.max_grad_norm > 0.0 && grad_norm as f64 > t.max_grad_norm {
-                (t.max_grad_norm / (grad_norm as f64 + 1e-6)) as f32
-            } else {
-                1.0
-            };
-            model = optimizer.step(model, &grads, lr, clip / scale);
-        }
-        if let Some(loss_scale) = state.loss_scale.as_mut() {
-            loss_scale.record(!skipped);
-        }
+        model = update(
+            model,
+            &mut optimizer,
+            &grads,
+            lr,
+            grad_norm,
+            scale,
+            &mut state,
+            t,
+        );
         grads.clear();
         state.step += 1;
 
@@ -401,18 +223,12 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
         ));
         let is_last = state.step == end;
         if state.step % config.output.log_every == 0 || is_last {
-            let mut line = json!({
-                    "step": state.step,
-                    "epoch": (step * t.queries_per_step) as f64 / train_set.len() as f64,
-                    "loss": last_loss,
-                    "rank_loss": sums[1] / n,
-                    "ft_loss": sums[2] / n,
-                    "lr": lr,
-                    "grad_norm": grad_norm,
-                    "tokens": tokens,
-                    "tokens_per_sec": tokens_per_sec,
-                    "step_seconds": seconds,
-            });
+            let figures = StepFigures {
+                sums,
+                grad_norm,
+                tokens,
+            };
+            let mut line = step_line(state.step, &figures, lr, seconds, config, train_set.len());
             if state.loss_scale.is_some() {
                 line["loss_scale"] = scale.into();
                 line["skipped"] = skipped.into();
@@ -465,6 +281,292 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
         last_loss,
         eval: last_eval,
         saved,
+    })
+}
+
+/// The tokenised training set (offline; online its slots are filled round by round by the
+/// sampler returned beside it) and the eval set.
+#[allow(clippy::type_complexity)]
+fn load_data(
+    config: &TrainConfig,
+    tokenizer: &Tokenizer,
+    device: &burn::tensor::Device,
+) -> Result<(
+    Vec<Option<TokenizedExample>>,
+    Option<OnlineSampler>,
+    Option<Vec<TokenizedExample>>,
+)> {
+    let opts = TokenizeOptions {
+        max_length: config.data.max_length,
+        max_query_length: config.data.max_query_length,
+        template: config.data.template,
+    };
+    let (train_set, online) = match &config.online {
+        None => (
+            load_tokenized(&config.data.train, tokenizer, opts, config, true)?
+                .into_iter()
+                .map(Some)
+                .collect(),
+            None,
+        ),
+        Some(section) => {
+            let queries = read_query_lines(&config.data.train, config.data.max_line_bytes)?;
+            let sampler = OnlineSampler::new(
+                section,
+                queries.clone(),
+                opts,
+                config.data.max_line_bytes,
+                &config.model.path,
+                config.lora.is_some(),
+                device,
+                &config.output.dir,
+            )?;
+            (vec![None; queries.len()], Some(sampler))
+        }
+    };
+    let eval_set = match &config.data.eval {
+        Some(path) => Some(load_tokenized(path, tokenizer, opts, config, false)?),
+        None => None,
+    };
+    Ok((train_set, online, eval_set))
+}
+
+/// The learning-rate schedule over the whole run: `max_steps`, or `epochs` over `train_queries`.
+fn schedule_of(t: &config::TrainSection, train_queries: usize) -> LrSchedule {
+    let steps_per_epoch = train_queries.div_ceil(t.queries_per_step);
+    let total_steps = t.max_steps.unwrap_or(t.epochs * steps_per_epoch);
+    let warmup = t
+        .warmup_steps
+        .unwrap_or((t.warmup_ratio * total_steps as f64).ceil() as usize);
+    LrSchedule {
+        peak: t.lr,
+        warmup,
+        total: total_steps,
+        kind: t.schedule,
+    }
+}
+
+/// The online round that `step` belongs to: responses sampled for the queries of its steps (or
+/// read back from its file, `reuse`, when a resumed run starts mid-round).
+#[allow(clippy::too_many_arguments)]
+fn next_round(
+    sampler: &mut OnlineSampler,
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    order: &mut QueryOrder,
+    step: usize,
+    total_steps: usize,
+    t: &config::TrainSection,
+    reuse: bool,
+) -> Result<online::Round> {
+    let start = step - step % sampler.resample_every();
+    let mut indices = Vec::new();
+    for s in start..(start + sampler.resample_every()).min(total_steps) {
+        for i in order.for_step(s, t.queries_per_step) {
+            if !indices.contains(&i) {
+                indices.push(i);
+            }
+        }
+    }
+    sampler.round(&model.valid(), tokenizer, start, &indices, reuse)
+}
+
+/// The training device (with the checkpointing strategy the config asks for) and the
+/// data-parallel ones, each able to compute in `train.precision`: checked before anything is
+/// loaded, since a device asked for a dtype it cannot compute in can fail in ways that poison it
+/// (lavapipe, casting weights to bf16 under SPIR-V).
+fn select_devices(
+    config: &TrainConfig,
+) -> Result<(
+    SelectedDevice,
+    burn::tensor::Device,
+    Vec<burn::tensor::Device>,
+)> {
+    let selected = select(&config.train.device).context("field `train.device`")?;
+    eprintln!("device: {}", selected.description);
+    let training_device =
+        |d: &burn::tensor::Device| config.train.gradient_checkpointing.training_device(d);
+    let device = training_device(&selected.device);
+    let mut replica_devices = Vec::new();
+    for choice in &config.train.data_parallel {
+        let extra = select(choice).context("field `train.data_parallel`")?;
+        eprintln!("data parallel: also {}", extra.description);
+        replica_devices.push(training_device(&extra.device));
+    }
+    for (choice, device) in std::iter::once(&config.train.device)
+        .chain(&config.train.data_parallel)
+        .zip(std::iter::once(&device).chain(&replica_devices))
+    {
+        if !config.train.precision.runs_on(device) {
+            bail!(
+                "train.precision = \"{}\": device `{choice}` has no arithmetic in it (f32 runs \
+                 everywhere; f16 needs shader-f16 on a GPU; bf16 runs on the CPU backend only)",
+                config.train.precision.name()
+            );
+        }
+    }
+    Ok((selected, device, replica_devices))
+}
+
+/// The model the run trains, from `model_dir`: a policy (with fresh or loaded LoRA adapters), or
+/// a reward model (a causal LM gets a fresh scalar head; a reward model is kept).
+fn load_trained_model(
+    config: &TrainConfig,
+    model_dir: &Path,
+    device: &burn::tensor::Device,
+) -> Result<Llama> {
+    let mut model = match &config.reward_model {
+        None => load_model_storing(
+            model_dir,
+            device,
+            config
+                .train
+                .precision
+                .projection_storage(config.lora.is_some()),
+        )?,
+        Some(_) => load_checkpoint(model_dir, device, FloatDType::F32)?
+            .into_reward_model(config.train.seed),
+    };
+    // A resumed LoRA run loads its adapters with the model; a fresh one starts them here.
+    match (&config.lora, &model.adapter) {
+        (Some(lora), None) => {
+            model = model.with_fresh_lora(lora, config.model.path.clone(), config.train.seed)?
+        }
+        (Some(lora), Some(loaded)) if *lora != loaded.config => bail!(
+            "{}: the adapters there have {:?}, but [lora] asks for {:?}",
+            model_dir.display(),
+            loaded.config,
+            lora
+        ),
+        _ => {}
+    }
+    model.precision = config.train.precision;
+    Ok(model)
+}
+
+/// The largest logits a micro-batch can hold (the fused head: one vocabulary chunk of them) must
+/// fit the kernels' indexing: refused before any step, with the key to change.
+fn check_batches_fit(
+    config: &TrainConfig,
+    train_set: &[Option<TokenizedExample>],
+    eval_set: Option<&[TokenizedExample]>,
+    online: Option<&OnlineSampler>,
+    model: &Llama,
+) -> Result<()> {
+    let most_responses = train_set
+        .iter()
+        .flatten()
+        .chain(eval_set.into_iter().flatten())
+        .map(|e| e.responses.len())
+        .chain(online.map(OnlineSampler::most_responses))
+        .max()
+        .unwrap_or(1);
+    let micro_queries = config
+        .train
+        .queries_per_step
+        .div_ceil(config.train.grad_accum);
+    let vocab = model.config.vocab_size;
+    let (columns, fix) = match config.loss.fused_head {
+        true => (
+            config.loss.head_chunk.min(vocab),
+            "field `loss.head_chunk`: use a smaller chunk",
+        ),
+        false => (vocab, "field `loss.fused_head` = false: use the fused head"),
+    };
+    crate::kernels::check_logits_fit(
+        micro_queries * most_responses,
+        config.data.max_length,
+        columns,
+    )
+    .with_context(|| {
+        format!("{fix}, or fewer sequences per micro-batch (train.queries_per_step / grad_accum)")
+    })
+}
+
+/// Continues from the checkpoint `dir`: its step, loss scale and AdamW moments, once the run it
+/// was made by is shown to be this one (same seed, batch, data size and schedule).
+fn resume_state(
+    dir: &Path,
+    state: &mut TrainerState,
+    optimizer: &mut AdamW,
+    device: &burn::tensor::Device,
+) -> Result<()> {
+    let saved = load_checkpoint_state(dir, optimizer, device)?;
+    let identity = |s: &TrainerState| (s.seed, s.queries_per_step, s.train_queries, s.total_steps);
+    if identity(&saved) != identity(state) {
+        bail!(
+            "--resume {}: the checkpoint was made with seed {}, {} queries per step, {} training \
+             queries and {} steps; this config gives {}, {}, {} and {}: the data order and \
+             schedule would not continue",
+            dir.display(),
+            saved.seed,
+            saved.queries_per_step,
+            saved.train_queries,
+            saved.total_steps,
+            state.seed,
+            state.queries_per_step,
+            state.train_queries,
+            state.total_steps
+        );
+    }
+    state.step = saved.step;
+    if state.loss_scale.is_some() && saved.loss_scale.is_some() {
+        state.loss_scale = saved.loss_scale;
+    }
+    eprintln!("resuming from {} at step {}", dir.display(), state.step);
+    Ok(())
+}
+
+/// What a step's shares add up to, read from the device once.
+struct StepFigures {
+    /// Summed total, rank and fine-tune losses of the step's queries.
+    sums: [f32; 3],
+    /// The global norm of the gradients, unscaled.
+    grad_norm: f32,
+    tokens: usize,
+}
+
+/// Merges the workers' shares of a step into `grads` on `device`, and reads the summed losses
+/// and the gradients' norm back in the step's one host synchronisation. A non-finite loss is an
+/// error naming the step's data lines.
+fn gather_step(
+    shares: Vec<Result<Share>>,
+    grads: &mut GradientBuffer,
+    device: &burn::tensor::Device,
+    loss_scale: f32,
+    config: &TrainConfig,
+) -> Result<StepFigures> {
+    let mut sums: Option<Tensor<1>> = None;
+    let mut tokens = 0;
+    let mut lines = Vec::new();
+    for share in shares {
+        let share = share?;
+        if let Some(share_sums) = share.sums.map(|t| t.to_device(device)) {
+            sums = Some(sums.map_or(share_sums.clone(), |s| s + share_sums));
+        }
+        tokens += share.tokens;
+        lines.extend(share.lines);
+        grads.merge(share.grads);
+    }
+    let sums = sums.expect("a step has at least one micro-batch");
+    let host = crate::device::to_host(Tensor::cat(vec![sums, grads.squared_norm()], 0))?;
+    let sums = [host[0], host[1], host[2]];
+    if sums.iter().any(|x| !x.is_finite()) {
+        lines.sort_unstable();
+        let lines: Vec<String> = lines.iter().map(usize::to_string).collect();
+        bail!(
+            "the loss is not finite (total {}, rank {}, ft {}) on {} lines {}",
+            sums[0],
+            sums[1],
+            sums[2],
+            config.data.train.display(),
+            lines.join(", ")
+        );
+    }
+    Ok(StepFigures {
+        sums,
+        grad_norm: host[3].sqrt() / loss_scale,
+        tokens,
     })
 }
 
@@ -576,6 +678,59 @@ fn accumulate_share(
         tokens,
         grads,
         lines,
+    })
+}
+
+/// AdamW's step at `lr` on the gradients clipped to `train.max_grad_norm` (they carry the loss
+/// scale, undone here), unless f16 loss scaling overflowed (`grad_norm` not finite): then the
+/// step makes no update and the scale comes down.
+#[allow(clippy::too_many_arguments)]
+fn update(
+    model: Llama,
+    optimizer: &mut AdamW,
+    grads: &GradientBuffer,
+    lr: f64,
+    grad_norm: f32,
+    scale: f32,
+    state: &mut TrainerState,
+    t: &config::TrainSection,
+) -> Llama {
+    let skipped = !grad_norm.is_finite();
+    if let Some(loss_scale) = state.loss_scale.as_mut() {
+        loss_scale.record(!skipped);
+    }
+    if skipped {
+        return model;
+    }
+    let clip = if t.max_grad_norm > 0.0 && grad_norm as f64 > t.max_grad_norm {
+        (t.max_grad_norm / (grad_norm as f64 + 1e-6)) as f32
+    } else {
+        1.0
+    };
+    optimizer.step(model, grads, lr, clip / scale)
+}
+
+/// The metrics.jsonl line of the step that made `done` steps in all.
+fn step_line(
+    done: usize,
+    figures: &StepFigures,
+    lr: f64,
+    seconds: f64,
+    config: &TrainConfig,
+    train_queries: usize,
+) -> serde_json::Value {
+    let n = config.train.queries_per_step as f32;
+    json!({
+        "step": done,
+        "epoch": ((done - 1) * config.train.queries_per_step) as f64 / train_queries as f64,
+        "loss": figures.sums[0] / n,
+        "rank_loss": figures.sums[1] / n,
+        "ft_loss": figures.sums[2] / n,
+        "lr": lr,
+        "grad_norm": figures.grad_norm,
+        "tokens": figures.tokens,
+        "tokens_per_sec": figures.tokens as f64 / seconds,
+        "step_seconds": seconds,
     })
 }
 
