@@ -268,8 +268,8 @@ impl TrainConfig {
         }
     }
 
-    /// The first key whose value cannot be used, and why.
-    fn invalid(&self) -> Option<(String, String)> {
+    /// The first key of `[train]` whose value cannot be used, and why.
+    fn invalid_train(&self) -> Option<(String, String)> {
         let t = &self.train;
         let bad = |field: &str, why: &str| Some((field.to_string(), why.to_string()));
         let number_in = |x: f64, lo: f64, hi: f64| x.is_finite() && x >= lo && x <= hi;
@@ -323,6 +323,13 @@ impl TrainConfig {
         if t.max_steps == Some(0) {
             return bad("train.max_steps", "must be at least 1");
         }
+        None
+    }
+
+    /// The first key of `[data]` or `[loss]` whose value cannot be used, and why.
+    fn invalid_data_and_loss(&self) -> Option<(String, String)> {
+        let bad = |field: &str, why: &str| Some((field.to_string(), why.to_string()));
+        let number_in = |x: f64, lo: f64, hi: f64| x.is_finite() && x >= lo && x <= hi;
         let d = &self.data;
         if d.max_length < 2 {
             return bad("data.max_length", "must be at least 2");
@@ -360,6 +367,20 @@ impl TrainConfig {
                 "must be at least 1 (vocabulary rows per chunk)",
             );
         }
+        None
+    }
+
+    /// The first key whose value cannot be used, and why.
+    fn invalid(&self) -> Option<(String, String)> {
+        if let Some(bad) = self
+            .invalid_train()
+            .or_else(|| self.invalid_data_and_loss())
+        {
+            return Some(bad);
+        }
+        let t = &self.train;
+        let bad = |field: &str, why: &str| Some((field.to_string(), why.to_string()));
+        let number_in = |x: f64, lo: f64, hi: f64| x.is_finite() && x >= lo && x <= hi;
         if self.output.log_every == 0 {
             return bad("output.log_every", "must be at least 1");
         }
