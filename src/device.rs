@@ -350,7 +350,13 @@ pub fn probe_compiler(adapter: &mut Adapter) {
 
 fn wgpu_device(adapter: &Adapter) -> SelectedDevice {
     configure_runtime(adapter);
-    let device = Device::new(WgpuDevice::new(adapter.kind.clone()).on(adapter.api));
+    // A device pinned to Metal makes burn panic where the GPU is too old for cubecl's MSL
+    // compiler; left to choose (Metal is the only API wgpu has on Apple), it falls back to WGSL.
+    let api = match adapter.api {
+        WgpuBackend::Metal => WgpuBackend::Auto,
+        api => api,
+    };
+    let device = Device::new(WgpuDevice::new(adapter.kind.clone()).on(api));
     SelectedDevice {
         device,
         description: format!(
