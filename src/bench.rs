@@ -260,40 +260,8 @@ pub fn step(args: &StepBench) -> Result<()> {
     if args.k < 2 || args.t < 4 || args.queries == 0 || args.steps == 0 {
         bail!("--k must be at least 2, --t at least 4, --queries and --steps at least 1");
     }
-    let selected = select(&args.device).context("--device")?;
-    eprintln!("device: {}", selected.description);
-    let device = args
-        .gradient_checkpointing
-        .training_device(&selected.device);
-    if !args.precision.runs_on(&device) {
-        bail!(
-            "--precision {}: {} has no arithmetic in it",
-            args.precision.name(),
-            selected.description
-        );
-    }
-    let projections = args.precision.projection_storage(args.lora_rank.is_some());
-    let model = bench_model(&args.model, &device, projections)?;
+    let (selected, mut model) = step_model(args)?;
     let config = model.config.clone();
-    let mut model = match args.lora_rank {
-        Some(rank) => {
-            let lora = LoraConfig {
-                rank,
-                dropout: args.lora_dropout,
-                ..Default::default()
-            };
-            if let Some((field, why)) = lora.invalid() {
-                bail!("--lora-rank: {field} {why}");
-            }
-            model.with_fresh_lora(&lora, args.model.clone(), 0)?
-        }
-        None => model,
-    };
-    model.precision = args.precision;
-    if args.unfused_head {
-        crate::kernels::check_logits_fit(args.queries * args.k, args.t, config.vocab_size)
-            .context("--unfused-head: drop it (the fused head holds one chunk of logits at a time), or lower --k, --t or --queries")?;
-    }
     let examples = synthetic_examples(args, config.vocab_size);
     let refs: Vec<&TokenizedExample> = examples.iter().collect();
     let batch = RankBatch::new(&refs);
@@ -374,6 +342,83 @@ pub fn step(args: &StepBench) -> Result<()> {
         let total = start.elapsed().as_secs_f64();
         phases.push([forward, backward, total - forward - backward]);
     }
+    let run = StepRun {
+        phases,
+        losses,
+        counts,
+        trainable,
+        skipped,
+    };
+    println!("{}", step_report(args, &selected, &config, &run));
+    Ok(())
+}
+
+/// The device and the model `rrhf bench step` runs: weights or random ones, LoRA adapters if
+/// asked, the precision checked against the device before anything is loaded.
+fn step_model(args: &StepBench) -> Result<(SelectedDevice, Llama)> {
+    let selected = select(&args.device).context("--device")?;
+    eprintln!("device: {}", selected.description);
+    let device = args
+        .gradient_checkpointing
+        .training_device(&selected.device);
+    if !args.precision.runs_on(&device) {
+        bail!(
+            "--precision {}: {} has no arithmetic in it",
+            args.precision.name(),
+            selected.description
+        );
+    }
+    let projections = args.precision.projection_storage(args.lora_rank.is_some());
+    let model = bench_model(&args.model, &device, projections)?;
+    let mut model = match args.lora_rank {
+        Some(rank) => {
+            let lora = LoraConfig {
+                rank,
+                dropout: args.lora_dropout,
+                ..Default::default()
+            };
+            if let Some((field, why)) = lora.invalid() {
+                bail!("--lora-rank: {field} {why}");
+            }
+            model.with_fresh_lora(&lora, args.model.clone(), 0)?
+        }
+        None => model,
+    };
+    model.precision = args.precision;
+    if args.unfused_head {
+        crate::kernels::check_logits_fit(args.queries * args.k, args.t, model.config.vocab_size)
+            .context("--unfused-head: drop it (the fused head holds one chunk of logits at a time), or lower --k, --t or --queries")?;
+    }
+    Ok((selected, model))
+}
+
+/// What the timed and counted steps of `rrhf bench step` gave.
+struct StepRun {
+    /// Per step (the warm-up first): forward, backward and optimizer seconds.
+    phases: Vec<[f64; 3]>,
+    losses: Vec<f32>,
+    counts: StepCounts,
+    trainable: usize,
+    skipped: usize,
+}
+
+/// The JSON line `rrhf bench step` prints: the median of the timed steps after the warm-up,
+/// the model FLOPs and what they make of the device's peak, the counted step's launches and
+/// reads, and peak memory.
+fn step_report(
+    args: &StepBench,
+    selected: &SelectedDevice,
+    config: &LlamaConfig,
+    run: &StepRun,
+) -> serde_json::Value {
+    let StepRun {
+        phases,
+        losses,
+        counts,
+        trainable,
+        skipped,
+    } = run;
+    let trainable = *trainable;
     let median = |f: &dyn Fn(&[f64; 3]) -> f64| {
         let mut v: Vec<f64> = phases[1..].iter().map(f).collect();
         v.sort_by(f64::total_cmp);
@@ -390,9 +435,7 @@ pub fn step(args: &StepBench) -> Result<()> {
         .peak_tflops
         .or_else(|| known_peak_tflops(&selected.description, args.precision));
     let runtime = crate::device::runtime_settings();
-    println!(
-        "{}",
-        json!({
+    json!({
             "bench": "rrhf_step", "impl": "rrhf", "device": selected.description,
             "model": args.model.display().to_string(),
             "params": config.num_parameters(), "trainable_params": trainable,
@@ -413,9 +456,7 @@ pub fn step(args: &StepBench) -> Result<()> {
             "bytes_read_back_per_step": counts.read_bytes,
             "peak_mem_mib": peak as f64 / MIB, "peak_mem_measure": measure,
             "first_loss": losses[0], "loss": losses[args.steps],
-        })
-    );
-    Ok(())
+    })
 }
 
 /// What one optimizer step asked of the device and the host.

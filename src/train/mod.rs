@@ -177,11 +177,7 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
             config,
             scale,
         );
-        let StepFigures {
-            sums,
-            grad_norm,
-            tokens,
-        } = gather_step(shares, &mut grads, &device, scale, config).map_err(|e| {
+        let figures = gather_step(shares, &mut grads, &device, scale, config).map_err(|e| {
             anyhow::anyhow!(
                 "step {}: {e:#}; stopping. {}",
                 step + 1,
@@ -189,11 +185,12 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
             )
         })?;
         let lr = schedule.at(step);
-        let skipped = !grad_norm.is_finite();
+        let skipped = !figures.grad_norm.is_finite();
         if skipped && state.loss_scale.is_none() {
             bail!(
-                "step {}: the gradient norm is {grad_norm}; stopping. {}",
+                "step {}: the gradient norm is {}; stopping. {}",
                 step + 1,
+                figures.grad_norm,
                 last_good(out, step)
             );
         }
@@ -202,7 +199,7 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
             &mut optimizer,
             &grads,
             lr,
-            grad_norm,
+            figures.grad_norm,
             scale,
             &mut state,
             t,
@@ -211,23 +208,18 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
         state.step += 1;
 
         let n = t.queries_per_step as f32;
-        last_loss = sums[0] / n;
+        last_loss = figures.sums[0] / n;
         let seconds = started.elapsed().as_secs_f64();
-        let tokens_per_sec = tokens as f64 / seconds;
         progress.set_position(state.step as u64);
         progress.set_message(format!(
-            "loss {:.4} (rank {:.4}, ft {:.4}) lr {lr:.2e} {tokens_per_sec:.0} tok/s",
+            "loss {:.4} (rank {:.4}, ft {:.4}) lr {lr:.2e} {:.0} tok/s",
             last_loss,
-            sums[1] / n,
-            sums[2] / n
+            figures.sums[1] / n,
+            figures.sums[2] / n,
+            figures.tokens as f64 / seconds
         ));
         let is_last = state.step == end;
         if state.step % config.output.log_every == 0 || is_last {
-            let figures = StepFigures {
-                sums,
-                grad_norm,
-                tokens,
-            };
             let mut line = step_line(state.step, &figures, lr, seconds, config, train_set.len());
             if state.loss_scale.is_some() {
                 line["loss_scale"] = scale.into();
@@ -263,25 +255,41 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
         }
     }
     progress.finish();
-    // The plot is a convenience: a run that trained is not failed by a missing font.
-    let plot = out.join(PLOT_FILE);
-    if let Err(e) = crate::plot::plot_metrics(&out.join(METRICS_FILE), &plot) {
-        eprintln!("warning: no plot written: {e:#}");
-    }
-
-    let saved = if state.step == total_steps {
-        let dir = out.join(FINAL_DIR);
-        save_model(&model.valid(), Some(model_dir), &dir, SaveDtype::F32)?;
-        dir
-    } else {
-        checkpoint_dir(out, state.step)
-    };
+    let saved = finish_run(
+        out,
+        &model,
+        model_dir,
+        state.step == total_steps,
+        state.step,
+    )?;
     Ok(TrainSummary {
         steps: state.step,
         last_loss,
         eval: last_eval,
         saved,
     })
+}
+
+/// The end of a run: its plot, and the final model when the run is complete (`complete`); the
+/// directory that holds what was saved last.
+fn finish_run(
+    out: &Path,
+    model: &Llama,
+    model_dir: &Path,
+    complete: bool,
+    step: usize,
+) -> Result<PathBuf> {
+    // The plot is a convenience: a run that trained is not failed by a missing font.
+    let plot = out.join(PLOT_FILE);
+    if let Err(e) = crate::plot::plot_metrics(&out.join(METRICS_FILE), &plot) {
+        eprintln!("warning: no plot written: {e:#}");
+    }
+    if !complete {
+        return Ok(checkpoint_dir(out, step));
+    }
+    let dir = out.join(FINAL_DIR);
+    save_model(&model.valid(), Some(model_dir), &dir, SaveDtype::F32)?;
+    Ok(dir)
 }
 
 /// The tokenised training set (offline; online its slots are filled round by round by the
