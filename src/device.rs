@@ -185,9 +185,11 @@ pub fn cpu_device() -> SelectedDevice {
 static HOST_READS: AtomicU64 = AtomicU64::new(0);
 static HOST_READ_BYTES: AtomicU64 = AtomicU64::new(0);
 
-/// A tensor's values on the host, as f32: the one way rrhf reads data back from a device. Each
-/// call waits for the device to finish what the value depends on (a host synchronisation), so
-/// the calls and their bytes are counted for `rrhf bench step` ([`host_reads`]).
+/// A tensor's values on the host, as f32: how rrhf reads data back from a device (only the
+/// export of a whole model's weights, `Llama::checkpoint_weights`, and `rrhf bench kernels`
+/// read directly). Each call waits for the device to finish what the value depends on (a host
+/// synchronisation), so the calls and their bytes are counted for `rrhf bench step`
+/// ([`host_reads`]).
 pub fn to_host<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>> {
     let n = tensor.shape().num_elements() as u64;
     HOST_READS.fetch_add(1, Ordering::Relaxed);

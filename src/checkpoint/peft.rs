@@ -69,7 +69,7 @@ pub fn write_adapter_files(model: &Llama, tokenizer_from: Option<&Path>, dir: &P
                 for (which, weight) in [("A", lora.a.val()), ("B", lora.b.val())] {
                     let weight = weight.transpose();
                     let shape = weight.dims().to_vec();
-                    let data: Vec<f32> = weight.try_into_vec_as()?;
+                    let data = crate::device::to_host(weight)?;
                     tensors.push((tensor_name(i, name, which), HostTensor::new(shape, data)));
                 }
             }

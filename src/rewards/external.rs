@@ -19,13 +19,12 @@ pub struct ExternalScorer {
 }
 
 impl ExternalScorer {
-    pub fn new(command: &str, timeout: Duration) -> Result<Self> {
-        if timeout.is_zero() {
-            bail!("the scorer timeout must be positive");
-        }
+    /// A scorer running `command`, stopped after `timeout_secs` per batch
+    /// ([`super::check_timeout`] says which timeouts are allowed).
+    pub fn new(command: &str, timeout_secs: f64) -> Result<Self> {
         Ok(Self {
             command: command.trim().to_string(),
-            timeout,
+            timeout: super::check_timeout(timeout_secs)?,
         })
     }
 }
@@ -227,7 +226,7 @@ mod tests {
     }
 
     fn run(cmd: &str, timeout_ms: u64) -> Result<Vec<f64>> {
-        ExternalScorer::new(cmd, Duration::from_millis(timeout_ms))?.score(&items())
+        ExternalScorer::new(cmd, timeout_ms as f64 / 1000.0)?.score(&items())
     }
 
     #[test]

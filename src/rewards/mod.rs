@@ -101,7 +101,7 @@ impl RewardSpec {
             Self::Rule(rule) => Box::new(rule),
             Self::Command(command) => Box::new(external::ExternalScorer::new(
                 &command,
-                check_timeout(options.timeout_secs)?,
+                options.timeout_secs,
             )?),
             Self::Model(dir) => Box::new(
                 model::ModelReward::load(&dir, &options.device)

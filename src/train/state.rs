@@ -57,7 +57,7 @@ fn write_moments(path: &Path, optimizer: &AdamW) -> Result<()> {
     let mut host: Vec<(String, Vec<u8>, usize)> = Vec::new();
     for (kind, moments) in [("first", &optimizer.first), ("second", &optimizer.second)] {
         for (i, m) in moments.iter().enumerate() {
-            let values: Vec<f32> = m.clone().try_into_vec_as()?;
+            let values = crate::device::to_host(m.clone())?;
             let n = values.len();
             host.push((
                 format!("{kind}.{i}"),
