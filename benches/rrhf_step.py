@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import resource
+import sys
 import time
 
 import torch
@@ -84,6 +85,42 @@ def peak_memory_mib(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak resident set"
 
 
+# Op name fragments -> the categories `scripts/profile-cpu.sh` sorts rrhf's profile into.
+CATEGORIES = [
+    ("matmul", ("mm", "matmul", "linear", "addmm", "bmm", "baddbmm", "dot")),
+    ("attention", ("scaled_dot_product", "flash_attention")),
+    ("exp, softmax, log", ("softmax", "exp", "log", "silu", "sigmoid")),
+    ("copies, layout", ("copy_", "contiguous", "clone", "cat", "index", "gather", "scatter", "to", "view", "transpose", "expand", "embedding")),
+    ("allocation", ("empty", "zeros", "zero_", "fill_", "ones")),
+    ("elementwise", ("mul", "add", "sub", "div", "neg", "pow", "sqrt", "rsqrt", "relu", "where", "lerp", "clamp", "foreach")),
+    ("reductions", ("sum", "mean", "norm", "max", "min", "argmax")),
+]
+
+
+def category(name):
+    op = name.split("::")[-1].lower()
+    for label, fragments in CATEGORIES:
+        if any(f in op for f in fragments):
+            return label
+    return "other"
+
+
+def print_profile(profiler, step_seconds):
+    """The profiled step's ops by self time (wall time in the op on the calling thread, its intra-op threads within it), then by category."""
+    events = [e for e in profiler.key_averages() if e.self_cpu_time_total > 0]
+    events.sort(key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    print(f"profiled step: {step_seconds:.2f} s wall; ops by self CPU time", file=sys.stderr)
+    for e in events[:25]:
+        print(f"  {100 * e.self_cpu_time_total / total:5.1f}%  {e.self_cpu_time_total / 1e6:7.3f} s  {e.count:6d}x  {e.key}", file=sys.stderr)
+    by_category = {}
+    for e in events:
+        by_category[category(e.key)] = by_category.get(category(e.key), 0) + e.self_cpu_time_total
+    print("by category:", file=sys.stderr)
+    for label, t in sorted(by_category.items(), key=lambda kv: -kv[1]):
+        print(f"  {100 * t / total:5.1f}%  {label}", file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -98,6 +135,8 @@ def main():
     # transformers checkpoints by decoder layer only: the same as `rrhf bench step
     # --gradient-checkpointing layer`.
     ap.add_argument("--gradient-checkpointing", choices=["off", "layer"], default="off")
+    ap.add_argument("--profile", action="store_true",
+                    help="after the timed steps, one more under torch.profiler: its ops by self time on stderr")
     args = ap.parse_args()
 
     device = args.device
@@ -133,7 +172,11 @@ def main():
     skipped = 0
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     phases, losses = [], []
-    for _ in range(args.steps + 1):  # the first is a warm-up
+    profiler = None
+    for i in range(args.steps + 2 if args.profile else args.steps + 1):  # the first is a warm-up
+        if i == args.steps + 1:
+            profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+            profiler.__enter__()
         sync()
         start = time.perf_counter()
         with autocast():
@@ -153,6 +196,10 @@ def main():
         optimizer.zero_grad(set_to_none=True)
         sync()
         total = time.perf_counter() - start
+        if profiler is not None:
+            profiler.__exit__(None, None, None)
+            print_profile(profiler, total)
+            break
         phases.append((forward, backward, total - forward - backward))
     timed = phases[1:]
     median = lambda f: sorted(f(p) for p in timed)[len(timed) // 2]

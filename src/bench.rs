@@ -445,6 +445,7 @@ fn step_report(
             "gradient_checkpointing": args.gradient_checkpointing,
             "fused_head": !args.unfused_head,
             "autotune": runtime.map(|r| r.autotune), "fusion": runtime.map(|r| r.fusion),
+            "cpu_threads": (!selected.is_wgpu).then(crate::device::cpu_threads),
             "step_seconds": median_step, "step_seconds_all": step_seconds,
             "forward_seconds": median(&|p| p[0]), "backward_seconds": median(&|p| p[1]),
             "optimizer_seconds": median(&|p| p[2]),

@@ -175,11 +175,30 @@ impl fmt::Debug for SelectedDevice {
 
 pub fn cpu_device() -> SelectedDevice {
     let device = Device::flex();
+    let model = cpu_model().map(|m| format!(", {m}")).unwrap_or_default();
+    let threads = match cpu_threads() {
+        1 => "1 thread".to_string(),
+        n => format!("{n} threads"),
+    };
     SelectedDevice {
         device,
-        description: "CPU (burn flex backend)".into(),
+        description: format!("CPU (burn flex backend, {threads}{model})"),
         is_wgpu: false,
     }
+}
+
+/// The threads the CPU path computes on: rayon's global pool, which burn's CPU backend, its
+/// matmuls and rrhf's CPU kernels share. `RAYON_NUM_THREADS` sets it; otherwise it is every core
+/// this process may run on (its affinity mask and cgroup quota included).
+pub fn cpu_threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// The CPU's model name, where the OS tells it (`/proc/cpuinfo` on Linux).
+pub fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("model name"))?;
+    Some(line.split_once(':')?.1.trim().to_string())
 }
 
 static HOST_READS: AtomicU64 = AtomicU64::new(0);

@@ -9,8 +9,9 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rrhf::kernels::{
-    PairLoss, fused_sequence_logprob, ranking_loss, ranking_loss_backward, reference,
-    seq_logprob_with_lse, sequence_logprob, sequence_logprob_backward,
+    AdamWStep, PairLoss, adamw_update, adamw_update_reference, fused_sequence_logprob,
+    ranking_loss, ranking_loss_backward, reference, seq_logprob_with_lse, sequence_logprob,
+    sequence_logprob_backward,
 };
 
 /// Host-side inputs of the sequence log-prob kernel.
@@ -524,5 +525,121 @@ fn lavapipe_runs_the_patched_spirv_compiler() {
         patched.contains(
             "let value_ty = ty_to_spirv_dialect(ctx, slice.value_ty(ctx).get_type(ctx));"
         )
+    );
+}
+
+/// The constants of a mid-run AdamW update with weight decay and clipping, so that every term of
+/// the formula matters.
+fn adamw_step() -> AdamWStep {
+    let (lr, beta1, beta2, eps, weight_decay, t) = (3e-4f64, 0.9f64, 0.95f64, 1e-8f64, 0.1, 7);
+    AdamWStep {
+        grad_scale: 0.37,
+        beta1: beta1 as f32,
+        one_minus_beta1: (1.0 - beta1) as f32,
+        beta2: beta2 as f32,
+        one_minus_beta2: (1.0 - beta2) as f32,
+        eps: eps as f32,
+        decay: (1.0 - lr * weight_decay) as f32,
+        step_size: (lr / (1.0 - beta1.powi(t))) as f32,
+        sqrt_bias2: (1.0 - beta2.powi(t)).sqrt() as f32,
+    }
+}
+
+/// The update in f64 on the host, element by element: an oracle independent of burn. Each value
+/// comes with the sum of its terms' magnitudes, the scale its f32 rounding is relative to (a
+/// moment whose two terms cancel is exact only to that).
+fn adamw_on_host(w: f32, g: f32, m: f32, v: f32, s: &AdamWStep) -> [(f64, f64); 3] {
+    let g = g as f64 * s.grad_scale as f64;
+    let (m_old, m_new) = (m as f64 * s.beta1 as f64, g * s.one_minus_beta1 as f64);
+    let m = m_old + m_new;
+    let v = v as f64 * s.beta2 as f64 + g * g * s.one_minus_beta2 as f64;
+    let w_old = w as f64 * s.decay as f64;
+    let step = m / (v.sqrt() / s.sqrt_bias2 as f64 + s.eps as f64) * s.step_size as f64;
+    [
+        (w_old - step, w_old.abs() + step.abs()),
+        (m, m_old.abs() + m_new.abs()),
+        (v, v),
+    ]
+}
+
+#[test]
+fn adamw_kernel_equals_its_reference_bit_for_bit() {
+    let step = adamw_step();
+    for selected in common::test_devices() {
+        let device = &selected.device;
+        // Sizes around the CPU kernel's chunk of 16K elements, and a norm-sized one.
+        for (n, seed) in [(1usize, 1u64), (576, 2), (16 * 1024 + 3, 3), (100_003, 4)] {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut values = |scale: f32| -> Vec<f32> {
+                (0..n)
+                    .map(|_| rng.random_range(-1.0..1.0) * scale)
+                    .collect()
+            };
+            let (w, g, m) = (values(1.0), values(3.0), values(0.1));
+            let v: Vec<f32> = values(0.01).iter().map(|x| x.abs()).collect();
+            let tensor =
+                |x: &[f32]| Tensor::<1>::from_data(TensorData::new(x.to_vec(), [n]), device);
+            let (kw, km, kv) = adamw_update(tensor(&w), tensor(&g), tensor(&m), tensor(&v), step);
+            let (rw, rm, rv) =
+                adamw_update_reference(tensor(&w), tensor(&g), tensor(&m), tensor(&v), step);
+            let what = format!("{} n={n}", selected.description);
+            for (name, got, want) in [("weight", kw, rw), ("m", km, rm), ("v", kv, rv)] {
+                let (got, want) = (host(got), host(want));
+                let same = got
+                    .iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same,
+                    "{what}: the kernel's {name} differs from the reference"
+                );
+            }
+            let (rw, rm, rv) =
+                adamw_update_reference(tensor(&w), tensor(&g), tensor(&m), tensor(&v), step);
+            let (rw, rm, rv) = (host(rw), host(rm), host(rv));
+            for i in 0..n {
+                let exact = adamw_on_host(w[i], g[i], m[i], v[i], &step);
+                for (name, got, (want, scale)) in [
+                    ("weight", rw[i], exact[0]),
+                    ("m", rm[i], exact[1]),
+                    ("v", rv[i], exact[2]),
+                ] {
+                    let err = (got as f64 - want).abs() / scale.max(1e-30);
+                    assert!(err < 1e-5, "{what}: {name}[{i}] = {got}, f64 gives {want}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn adamw_kernel_leaves_shared_buffers_and_views_alone() {
+    let step = adamw_step();
+    let device = &common::test_devices()[0].device;
+    let n = 40_000;
+    let mut rng = StdRng::seed_from_u64(9);
+    let whole: Vec<f32> = (0..2 * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let big = Tensor::<1>::from_data(TensorData::new(whole.clone(), [2 * n]), device);
+    // A view into the second half of a larger buffer, and a weight someone else still holds.
+    let weight = big.clone().slice(n..2 * n);
+    let grad = Tensor::<1>::from_data(TensorData::new(whole[..n].to_vec(), [n]), device);
+    let zeros = Tensor::<1>::zeros([n], device);
+    let (kw, _, _) = adamw_update(
+        weight.clone(),
+        grad.clone(),
+        zeros.clone(),
+        zeros.clone(),
+        step,
+    );
+    let (rw, _, _) = adamw_update_reference(weight, grad, zeros.clone(), zeros.clone(), step);
+    assert_eq!(host(kw), host(rw), "the update of a view");
+    assert_eq!(
+        host(big),
+        whole,
+        "the buffer the view was taken from changed"
+    );
+    assert!(
+        host(zeros).iter().all(|&x| x == 0.0),
+        "a shared moment changed"
     );
 }

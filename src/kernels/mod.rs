@@ -9,13 +9,17 @@
 //!
 //! Both live behind one backend-extension trait, [`RrhfKernels`]: CubeCL kernels
 //! (`cube_kernels.rs`, launched in `cube.rs`; `shaders/` shows the WGSL they compile to) on every
-//! GPU, the burn-ops reference (`reference.rs`) on the CPU backend, and a hand-written autodiff
-//! wrapper (`autodiff.rs`) that attaches the backward passes to either. Under burn's fusion each
+//! GPU, loops over rows on rayon's threads (`cpu.rs`) on the CPU backend, the burn-ops reference
+//! (`reference.rs`) as the oracle of both, and a hand-written autodiff wrapper (`autodiff.rs`)
+//! that attaches the backward passes to any of them. The same trait carries AdamW's update
+//! (`adamw.rs`): one pass on the CPU, burn ops that fusion merges on a GPU. Under burn's fusion each
 //! kernel is one lazy operation of the fused stream (fusion runs around it, not through it), and
 //! the fused head is plain burn ops over the backend's primitives, so fusion and autotune see its
 //! matmuls and elementwise work.
 
+pub mod adamw;
 mod autodiff;
+mod cpu;
 mod cube;
 pub mod cube_kernels;
 pub mod fused_head;
@@ -27,6 +31,7 @@ use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Autodiff, Dispatch, Flex, backend_extension};
 use burn::tensor::{DType, Int, Shape, Tensor};
 
+pub use adamw::AdamWStep;
 pub use cube::{RANK_CUBE, ROW_CUBE, wgsl_sources};
 
 /// The most logits `[S, T, V]` a batch may hold outside the fused head: the GPU kernels index
@@ -148,6 +153,64 @@ pub trait RrhfKernels: burn::backend::Backend {
             fused_head::RowOps::Kernels,
         )
     }
+
+    /// One AdamW update `(weight, m, v)` (`adamw.rs`). By default burn ops, which fusion merges
+    /// into one kernel on a GPU; the CPU backend has a one-pass kernel of its own.
+    #[fusion(default)]
+    fn adamw_update(
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        step: AdamWStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        adamw::reference::<Self>(weight, grad, m, v, step)
+    }
+}
+
+/// One AdamW update of a flat parameter: `(weight, m, v)` from the weight, its gradient and the
+/// moments (`adamw.rs`). Not differentiable: the optimizer works outside autodiff.
+pub fn adamw_update(
+    weight: Tensor<1>,
+    grad: Tensor<1>,
+    m: Tensor<1>,
+    v: Tensor<1>,
+    step: AdamWStep,
+) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+    let (weight, m, v) = <Dispatch as RrhfKernels>::adamw_update(
+        weight.into_dispatch(),
+        grad.into_dispatch(),
+        m.into_dispatch(),
+        v.into_dispatch(),
+        step,
+    );
+    (
+        Tensor::from_dispatch(weight),
+        Tensor::from_dispatch(m),
+        Tensor::from_dispatch(v),
+    )
+}
+
+/// [`adamw_update`] as burn ops on any device: the oracle of the CPU kernel, for tests.
+pub fn adamw_update_reference(
+    weight: Tensor<1>,
+    grad: Tensor<1>,
+    m: Tensor<1>,
+    v: Tensor<1>,
+    step: AdamWStep,
+) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+    let (weight, m, v) = adamw::reference::<Dispatch>(
+        weight.into_dispatch(),
+        grad.into_dispatch(),
+        m.into_dispatch(),
+        v.into_dispatch(),
+        step,
+    );
+    (
+        Tensor::from_dispatch(weight),
+        Tensor::from_dispatch(m),
+        Tensor::from_dispatch(v),
+    )
 }
 
 /// Summed log-prob of the masked targets of each sequence `[S]`; differentiable in `logits`.
@@ -240,14 +303,19 @@ pub fn ranking_loss_backward(
     ))
 }
 
-/// The CPU backend runs the reference (and the fused head, burn ops everywhere): wrap its
-/// primitives as tensors, call the burn-ops functions, unwrap the results.
+/// The CPU backend: the log-prob kernels of `cpu.rs` (the fused head's row reductions among
+/// them), the AdamW kernel of `adamw.rs`, and the burn-ops reference for the ranking loss (a
+/// `[Q, K, K]` computation too small to be worth a kernel) and for inputs the CPU kernels do not
+/// read: wrap the primitives as tensors, call the burn-ops functions, unwrap the results.
 impl RrhfKernels for Flex {
     fn seq_logprob_forward(
         logits: FloatTensor<Self>,
         targets: IntTensor<Self>,
         mask: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        if let Some(out) = cpu::seq_logprob_forward(&logits, &targets, &mask) {
+            return out;
+        }
         let (sum, lse) = reference::seq_logprob_forward(
             Tensor::from_primitive::<Flex>(logits),
             Tensor::from_primitive::<Flex>(targets),
@@ -263,6 +331,9 @@ impl RrhfKernels for Flex {
         lse: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
+        if let Some(out) = cpu::seq_logprob_backward(&logits, &targets, &mask, &lse, &grad) {
+            return out;
+        }
         flex(reference::seq_logprob_backward(
             Tensor::from_primitive::<Flex>(logits),
             Tensor::from_primitive::<Flex>(targets),
@@ -315,7 +386,7 @@ impl RrhfKernels for Flex {
             targets,
             mask,
             chunk,
-            fused_head::RowOps::BurnOps,
+            fused_head::RowOps::Kernels,
         )
     }
 
@@ -338,8 +409,18 @@ impl RrhfKernels for Flex {
             grad,
             chunk,
             weight_grad,
-            fused_head::RowOps::BurnOps,
+            fused_head::RowOps::Kernels,
         )
+    }
+
+    fn adamw_update(
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        step: AdamWStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        adamw::cpu(weight, grad, m, v, step)
     }
 }
 

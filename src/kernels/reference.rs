@@ -1,5 +1,5 @@
-//! The kernels written with plain burn tensor ops: the oracle the CubeCL kernels are tested
-//! against, and the implementation on every backend that is not wgpu.
+//! The kernels written with plain burn tensor ops: the oracle the CubeCL kernels and the CPU
+//! kernels (`cpu.rs`) are tested against, and the CPU path's ranking loss.
 //!
 //! The forward functions are differentiable by burn's own autodiff, which is how the
 //! hand-written backward functions beside them are checked.

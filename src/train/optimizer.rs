@@ -9,6 +9,7 @@
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Gradients, Tensor};
 
+use crate::kernels::{AdamWStep, adamw_update};
 use crate::model::Llama;
 
 /// Summed gradients of the micro-batches of one step, one flat tensor per parameter.
@@ -129,7 +130,7 @@ impl AdamW {
     }
 
     /// One update with learning rate `lr`; every gradient is multiplied by `grad_scale` first
-    /// (the clipping factor).
+    /// (the clipping factor). Each parameter is one call of the AdamW kernel (`kernels::adamw`).
     pub fn step(
         &mut self,
         model: Llama,
@@ -141,10 +142,17 @@ impl AdamW {
         let c = self.config;
         let t = self.steps as i32;
         let mut update = Update {
-            grad_scale,
-            decay: (1.0 - lr * c.weight_decay) as f32,
-            step_size: (lr / (1.0 - c.beta1.powi(t))) as f32,
-            sqrt_bias2: (1.0 - c.beta2.powi(t)).sqrt() as f32,
+            step: AdamWStep {
+                grad_scale,
+                beta1: c.beta1 as f32,
+                one_minus_beta1: (1.0 - c.beta1) as f32,
+                beta2: c.beta2 as f32,
+                one_minus_beta2: (1.0 - c.beta2) as f32,
+                eps: c.eps as f32,
+                decay: (1.0 - lr * c.weight_decay) as f32,
+                step_size: (lr / (1.0 - c.beta1.powi(t))) as f32,
+                sqrt_bias2: (1.0 - c.beta2.powi(t)).sqrt() as f32,
+            },
             optimizer: self,
             grads: &grads.grads,
             index: 0,
@@ -154,10 +162,7 @@ impl AdamW {
 }
 
 struct Update<'a> {
-    grad_scale: f32,
-    decay: f32,
-    step_size: f32,
-    sqrt_bias2: f32,
+    step: AdamWStep,
     optimizer: &'a mut AdamW,
     grads: &'a [Tensor<1>],
     index: usize,
@@ -178,8 +183,6 @@ impl ModuleMapper for Update<'_> {
         let weight = tensor.inner();
         let n = weight.shape().num_elements();
         let weight = weight.reshape([n]);
-        let c = self.optimizer.config;
-        let grad = self.grads[i].clone() * self.grad_scale;
         if self.optimizer.first.len() == i {
             self.optimizer
                 .first
@@ -188,12 +191,12 @@ impl ModuleMapper for Update<'_> {
                 .second
                 .push(Tensor::zeros([n], &weight.device()));
         }
-        let m = self.optimizer.first[i].clone() * c.beta1 as f32
-            + grad.clone() * (1.0 - c.beta1) as f32;
-        let v = self.optimizer.second[i].clone() * c.beta2 as f32
-            + grad.square() * (1.0 - c.beta2) as f32;
-        let denominator = v.clone().sqrt() / self.sqrt_bias2 + c.eps as f32;
-        let weight = weight * self.decay - m.clone() / denominator * self.step_size;
+        // The moments are moved out, not cloned, so that the CPU kernel owns their buffers
+        // and updates them in place.
+        let placeholder = || Tensor::<1>::empty([0], &weight.device());
+        let m = std::mem::replace(&mut self.optimizer.first[i], placeholder());
+        let v = std::mem::replace(&mut self.optimizer.second[i], placeholder());
+        let (weight, m, v) = adamw_update(weight, self.grads[i].clone(), m, v, self.step);
         self.optimizer.first[i] = m;
         self.optimizer.second[i] = v;
         let mut out = Tensor::from_inner(weight.reshape(dims));
