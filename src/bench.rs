@@ -19,18 +19,19 @@ use burn::tensor::{Device, Distribution, FloatDType, Int, Tensor};
 use serde_json::json;
 
 use crate::checkpoint::load_model_storing;
-use crate::data::{RankBatch, TokenizedExample};
+use crate::data::TokenizedExample;
 use crate::device::{DeviceChoice, SelectedDevice, select};
 use crate::kernels::{
     fused_sequence_logprob, reference, seq_logprob_with_lse, sequence_logprob,
     sequence_logprob_backward,
 };
-use crate::loss::{LossConfig, rrhf_loss_of};
+use crate::loss::LossConfig;
 use crate::model::{Llama, LlamaConfig, LoraConfig, Precision};
-use crate::train::checkpointing::{Checkpointing, loss_forward};
+use crate::train::checkpointing::Checkpointing;
 use crate::train::config::TrainSection;
 use crate::train::loss_scale::{INITIAL_SCALE, LossScale};
-use crate::train::optimizer::{AdamW, AdamWConfig, GradientBuffer};
+use crate::train::optimizer::AdamW;
+use crate::train::step::{Objective, OptimizerStep, PhaseTimes};
 
 const MIB: f64 = (1 << 20) as f64;
 
@@ -263,68 +264,47 @@ pub fn step(args: &StepBench) -> Result<()> {
     let (selected, mut model) = step_model(args)?;
     let config = model.config.clone();
     let examples = synthetic_examples(args, config.vocab_size);
-    let refs: Vec<&TokenizedExample> = examples.iter().collect();
-    let batch = RankBatch::new(&refs);
-    let loss_config = LossConfig {
-        fused_head: !args.unfused_head,
-        ..Default::default()
-    };
+    // All queries in one micro-batch, stepped as the trainer steps (`train::step`).
+    let micro_batches = vec![examples.iter().collect::<Vec<_>>()];
     let t = TrainSection::default();
-    let mut optimizer = AdamW::new(AdamWConfig {
-        beta1: t.adam_beta1,
-        beta2: t.adam_beta2,
-        eps: t.adam_eps,
-        weight_decay: t.weight_decay,
-    });
-    let mut grads = GradientBuffer::default();
+    let stepper = OptimizerStep {
+        objective: Objective::Rrhf(LossConfig {
+            fused_head: !args.unfused_head,
+            ..Default::default()
+        }),
+        checkpointing: args.gradient_checkpointing,
+        queries_per_step: args.queries,
+        max_grad_norm: t.max_grad_norm,
+        replicas: vec![],
+        data: PathBuf::from("the synthetic queries"),
+    };
+    let mut optimizer = AdamW::new(t.adamw());
     let mut losses = Vec::new();
     // The trainer's f16 loss scaling, whose multiply and divide are part of the step's cost.
     let mut loss_scale = (args.precision == Precision::F16).then(|| LossScale::new(INITIAL_SCALE));
-    let mut skipped = 0;
-    let mut trainable = 0;
+    let (mut skipped, mut trainable) = (0, 0);
     let mut phases: Vec<[f64; 3]> = Vec::new();
     let mut counts = StepCounts::default();
-    // Warm-up, timed steps, then one counted step. A timed step reads from the device at the
-    // end of each phase, so that on a queued device (wgpu) each phase's time is its own; the
-    // counted step runs as the trainer does, with its one read of the loss and gradient norm.
+    // Warm-up, timed steps, then one counted step. A timed step waits for the device at the end
+    // of each phase, so that on a queued device (wgpu) each phase's time is its own; the counted
+    // step runs as the trainer does, with its one read of the loss and gradient norm.
     for i in 0..=args.steps + 1 {
         let timed = i <= args.steps;
         let launches = LaunchCounter::start();
         let reads_before = crate::device::host_reads();
-        let start = Instant::now();
-        let out = loss_forward(
-            &model,
-            &batch.sequences,
-            args.gradient_checkpointing,
-            |hidden| rrhf_loss_of(&model, &batch, &loss_config, hidden),
-        );
-        let objective = out.loss.total.clone().sum() / args.queries as f32;
-        if timed {
-            crate::device::to_host(objective.clone())?;
-        }
-        let scale = loss_scale.map_or(1.0, |s| s.scale);
-        let forward = start.elapsed().as_secs_f64();
-        out.backward(&model, objective.clone() * scale, &mut grads);
-        let host = crate::device::to_host(Tensor::cat(
-            vec![objective.detach(), grads.squared_norm()],
-            0,
-        ))?;
-        losses.push(host[0]);
-        let norm = host[1].sqrt() / scale;
-        trainable = grads.tensors().iter().map(|g| g.dims()[0]).sum();
-        let backward = start.elapsed().as_secs_f64() - forward;
-        let clip = (1.0 / norm.max(1.0)).min(1.0);
-        // As the trainer: an f16 overflow skips the update and halves the scale.
-        let finite = norm.is_finite();
-        if finite || loss_scale.is_none() {
-            model = optimizer.step(model, &grads, t.lr, clip / scale);
-        } else {
-            skipped += 1;
-        }
-        if let Some(s) = loss_scale.as_mut() {
-            s.record(finite);
-        }
-        grads.clear();
+        let mut times = PhaseTimes::start();
+        let figures;
+        (model, figures) = stepper.run(
+            model,
+            &mut optimizer,
+            &mut loss_scale,
+            &micro_batches,
+            t.lr,
+            timed.then_some(&mut times),
+        )?;
+        losses.push(figures.sums.mean(args.queries).total);
+        trainable = figures.trainable;
+        skipped += usize::from(figures.skipped);
         if !timed {
             // The counted step ends where the next one's reads would wait for it.
             model.device().sync().context("waiting for the device")?;
@@ -336,11 +316,7 @@ pub fn step(args: &StepBench) -> Result<()> {
             };
             break;
         }
-        if let Some(moment) = optimizer.second.last() {
-            crate::device::to_host(moment.clone().sum())?;
-        }
-        let total = start.elapsed().as_secs_f64();
-        phases.push([forward, backward, total - forward - backward]);
+        phases.push([times.forward, times.backward, times.optimizer]);
     }
     let run = StepRun {
         phases,

@@ -14,10 +14,10 @@ use crate::checkpoint::{
 use crate::data::{DEFAULT_MAX_LINE_BYTES, ScoredBatch, read_query_lines};
 use crate::device::{self, DeviceChoice, SelectedDevice};
 use crate::eval::{EvalSettings, ModelEval, evaluate_model, win_rate};
-use crate::loss::{HeadPath, sequence_logprobs};
 use crate::model::Llama;
 use crate::rewards::{RewardOptions, RewardSpec, score_responses};
 use crate::sampling::{ResponsePolicy, SamplingConfig, generate, sample_responses};
+use crate::scoring::{HeadPath, final_hidden, sequence_logprobs};
 use crate::tokenizer::{TemplateMode, Tokenizer};
 use crate::train::{RunOptions, TrainConfig, train};
 
@@ -413,7 +413,8 @@ fn logprob_cmd(args: LogprobArgs) -> Result<()> {
     let query = tokenizer.encode_query(&args.query, args.model.template)?;
     let response = tokenizer.encode_response(&args.response)?;
     let batch = ScoredBatch::pack(&[(query, response)]);
-    let (sum, count) = sequence_logprobs(&model, &batch, HeadPath::default());
+    let hidden = final_hidden(&model, &batch);
+    let (sum, count) = sequence_logprobs(&model, &batch, HeadPath::default(), hidden);
     let sum = device::to_host(sum)?[0] as f64;
     let count = device::to_host(count)?[0] as usize;
     ensure!(count > 0, "the response has no tokens");

@@ -455,6 +455,28 @@ impl RankBatch {
         }
     }
 
+    /// Pairs (r_i < r_j) whose scores are ordered the same way (p_i < p_j), and all such pairs:
+    /// the ranking accuracy of one batch is `matched / pairs`.
+    pub fn ordered_pairs(&self, scores: &[f32]) -> (usize, usize) {
+        let k = self.slots;
+        let (mut matched, mut pairs) = (0, 0);
+        for q in 0..self.queries {
+            for i in 0..k {
+                for j in 0..k {
+                    let (a, b) = (q * k + i, q * k + j);
+                    if self.valid[a] == 1.0
+                        && self.valid[b] == 1.0
+                        && self.rewards[a] < self.rewards[b]
+                    {
+                        pairs += 1;
+                        matched += usize::from(scores[a] < scores[b]);
+                    }
+                }
+            }
+        }
+        (matched, pairs)
+    }
+
     /// Tokens the model reads (without padding), for throughput figures.
     pub fn real_tokens(&self) -> usize {
         self.sequences.key_valid.iter().filter(|&&v| v).count()

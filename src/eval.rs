@@ -9,10 +9,10 @@ use anyhow::{Context, Result, ensure};
 
 use crate::checkpoint::load_model;
 use crate::data::{QueryLine, ScoredBatch};
-use crate::loss::{HeadPath, sequence_logprobs};
 use crate::model::Llama;
 use crate::rewards::{Reward, mean_std, score_responses};
 use crate::sampling::{SamplingConfig, generate};
+use crate::scoring::{HeadPath, final_hidden, sequence_logprobs};
 use crate::tokenizer::{TemplateMode, Tokenizer};
 use burn::tensor::Device;
 
@@ -125,8 +125,9 @@ pub fn reference_perplexity(
     }
     let (mut nll, mut count) = (0.0f64, 0.0f64);
     for chunk in pairs.chunks(settings.batch.max(1)) {
-        let (sums, counts) =
-            sequence_logprobs(model, &ScoredBatch::pack(chunk), HeadPath::default());
+        let batch = ScoredBatch::pack(chunk);
+        let hidden = final_hidden(model, &batch);
+        let (sums, counts) = sequence_logprobs(model, &batch, HeadPath::default(), hidden);
         let sums = crate::device::to_host(sums)?;
         let counts = crate::device::to_host(counts)?;
         nll -= sums.iter().map(|&s| s as f64).sum::<f64>();

@@ -3,7 +3,7 @@
 //!
 //! One module per stage of the data flow: `model` (the LLaMA), `checkpoint` (Hugging Face
 //! directories and GGUF import), `tokenizer` (tokens and chat templates), `data` (batches),
-//! `kernels` (sequence log-prob and ranking reductions), `loss` (the RRHF loss), `sampling`
+//! `kernels` (sequence log-prob and ranking reductions), `scoring` (a batch through the model to sequence scores), `loss` (the RRHF loss), `sampling`
 //! (generation and the k-response policies), `rewards` (rules, external scorers, reward models),
 //! `train` (the RRHF and reward-model trainer, offline and online), `eval` (held-out reward and
 //! win rate), `plot` (a PNG of a run's metrics), `bench` (speed and memory figures), `device` (where
@@ -21,5 +21,6 @@ pub mod model;
 pub mod plot;
 pub mod rewards;
 pub mod sampling;
+pub mod scoring;
 pub mod tokenizer;
 pub mod train;

@@ -10,16 +10,18 @@
 //!   length (`padded_mean`, what the original code computes);
 //! - L = rank_weight * L_rank + ft_weight * L_ft per query, averaged over the queries.
 //!
-//! The two reductions run as kernels (`crate::kernels`), the rest as plain burn ops.
+//! The loss starts from each sequence's summed response log-probability, which
+//! `crate::scoring` computes from the model (the sequence log-prob kernel); the ranking runs as
+//! a kernel too (`crate::kernels`), the rest as plain burn ops.
 //!
 //! A reward model (`rrhf train-rm`) trains on the same ranked data with the same ranking kernel,
 //! applied to its scalar scores instead of the log-probs: [`reward_model_loss`] at the end.
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::data::{RankBatch, ScoredBatch};
-use crate::kernels::{PairLoss, fused_sequence_logprob, ranking_loss, sequence_logprob};
-use crate::model::{AttentionContext, Llama};
+use crate::data::RankBatch;
+use crate::kernels::{PairLoss, ranking_loss};
+use crate::scoring::{DEFAULT_HEAD_CHUNK, HeadPath};
 
 /// Normalisation of the fine-tune term.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
@@ -61,21 +63,6 @@ impl LossConfig {
     }
 }
 
-/// How the response log-probs come out of the model's final hidden states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeadPath {
-    /// Logits `[S, T, V]`, then the sequence log-prob kernel.
-    Unfused,
-    /// The head and the log-prob together, `chunk` vocabulary rows at a time.
-    Fused { chunk: usize },
-}
-
-impl Default for HeadPath {
-    fn default() -> Self {
-        LossConfig::default().head_path()
-    }
-}
-
 impl Default for LossConfig {
     fn default() -> Self {
         Self {
@@ -84,7 +71,7 @@ impl Default for LossConfig {
             length_penalty: 1.0,
             ft_norm: FtNorm::TokenMean,
             fused_head: true,
-            head_chunk: 2048,
+            head_chunk: DEFAULT_HEAD_CHUNK,
         }
     }
 }
@@ -102,36 +89,28 @@ pub struct RrhfLoss {
     pub scores: Tensor<2>,
 }
 
-pub fn rrhf_loss(model: &Llama, batch: &RankBatch, config: &LossConfig) -> RrhfLoss {
-    rrhf_loss_of(model, batch, config, final_hidden(model, &batch.sequences))
-}
-
-/// [`rrhf_loss`] from the batch's final hidden states `[S, T, d]` (the decoder's output after
-/// its last norm), however they were computed: layer checkpointing (`train::checkpointing`)
-/// builds them on a leaf of its own.
-pub fn rrhf_loss_of(
-    model: &Llama,
+/// The loss of `batch` from the summed response log-probability of each of its sequences
+/// `[S]` (`scoring::sequence_logprobs`), its constants made on `device`.
+pub fn rrhf_loss(
+    logprob_sums: Tensor<1>,
     batch: &RankBatch,
     config: &LossConfig,
-    hidden: Tensor<3>,
+    device: &Device,
 ) -> RrhfLoss {
-    let device = model.device();
     let q = batch.queries;
-    let logprob_sums = sequence_logprobs_of(model, &batch.sequences, config.head_path(), hidden).0;
-
     let lengths: Vec<f32> = batch
         .response_lens
         .iter()
         .map(|n| n.powf(config.length_penalty))
         .collect();
-    let p = logprob_sums.clone() / host_vector(lengths, &device);
-    let scores = scores_by_slot(p, batch, &device);
-    let rank = batch_ranking_loss(scores.clone(), batch, PairLoss::Hinge, &device);
+    let p = logprob_sums.clone() / host_vector(lengths, device);
+    let scores = scores_by_slot(p, batch, device);
+    let rank = batch_ranking_loss(scores.clone(), batch, PairLoss::Hinge, device);
 
     let best: Vec<i64> = batch.best_rows.iter().map(|&r| r as i64).collect();
     let best_logprob = logprob_sums.select(
         0,
-        Tensor::<1, Int>::from_data(TensorData::new(best, [q]), &device),
+        Tensor::<1, Int>::from_data(TensorData::new(best, [q]), device),
     );
     let ft_denominators: Vec<f32> = match config.ft_norm {
         FtNorm::TokenMean => batch
@@ -142,7 +121,7 @@ pub fn rrhf_loss_of(
         FtNorm::Sum => vec![1.0; q],
         FtNorm::PaddedMean => batch.padded_lens.clone(),
     };
-    let ft = -best_logprob / host_vector(ft_denominators, &device);
+    let ft = -best_logprob / host_vector(ft_denominators, device);
 
     let total = rank.clone() * config.rank_weight + ft.clone() * config.ft_weight;
     RrhfLoss {
@@ -154,27 +133,20 @@ pub fn rrhf_loss_of(
 }
 
 /// A reward model's loss: `kind` (Bradley-Terry `logistic`, or RRHF's `hinge`) summed over the
-/// pairs with r_i < r_j of each query, on the model's scalar scores of query + response.
-pub fn reward_model_loss(model: &Llama, batch: &RankBatch, kind: PairLoss) -> RrhfLoss {
-    reward_model_loss_of(model, batch, kind, final_hidden(model, &batch.sequences))
-}
-
-/// [`reward_model_loss`] from the batch's final hidden states `[S, T, d]`.
-pub fn reward_model_loss_of(
-    model: &Llama,
+/// pairs with r_i < r_j of each query, on the model's scalar scores of query + response
+/// (`scoring::sequence_rewards`, `[S]`).
+pub fn reward_model_loss(
+    rewards: Tensor<1>,
     batch: &RankBatch,
     kind: PairLoss,
-    hidden: Tensor<3>,
+    device: &Device,
 ) -> RrhfLoss {
-    let device = model.device();
-    let q = batch.queries;
-    let rewards = model.rewards_of(hidden, &batch.sequences.key_valid);
-    let scores = scores_by_slot(rewards, batch, &device);
-    let rank = batch_ranking_loss(scores.clone(), batch, kind, &device);
+    let scores = scores_by_slot(rewards, batch, device);
+    let rank = batch_ranking_loss(scores.clone(), batch, kind, device);
     RrhfLoss {
         total: rank.clone(),
         rank,
-        ft: Tensor::zeros([q], &device),
+        ft: Tensor::zeros([batch.queries], device),
         scores,
     }
 }
@@ -184,7 +156,7 @@ fn batch_ranking_loss(
     scores: Tensor<2>,
     batch: &RankBatch,
     kind: PairLoss,
-    device: &burn::tensor::Device,
+    device: &Device,
 ) -> Tensor<1> {
     let shape = [batch.queries, batch.slots];
     ranking_loss(
@@ -196,7 +168,7 @@ fn batch_ranking_loss(
 }
 
 /// Lays the per-sequence scores `[S]` out as `[Q, K]`, with 0 in padded slots.
-fn scores_by_slot(p: Tensor<1>, batch: &RankBatch, device: &burn::tensor::Device) -> Tensor<2> {
+fn scores_by_slot(p: Tensor<1>, batch: &RankBatch, device: &Device) -> Tensor<2> {
     let rows = batch.sequences.rows;
     // Padded slots read an extra zero appended after the last sequence.
     let with_zero = Tensor::cat(vec![p, Tensor::zeros([1], device)], 0);
@@ -212,99 +184,11 @@ fn scores_by_slot(p: Tensor<1>, batch: &RankBatch, device: &burn::tensor::Device
         .reshape([batch.queries, batch.slots])
 }
 
-/// Per sequence of `batch`: summed log-probability of the response tokens, and their count.
-pub fn sequence_logprobs(
-    model: &Llama,
-    batch: &ScoredBatch,
-    head: HeadPath,
-) -> (Tensor<1>, Tensor<1>) {
-    sequence_logprobs_of(model, batch, head, final_hidden(model, batch))
-}
-
-/// [`sequence_logprobs`] from the batch's final hidden states `[S, T, d]`.
-fn sequence_logprobs_of(
-    model: &Llama,
-    batch: &ScoredBatch,
-    head: HeadPath,
-    hidden: Tensor<3>,
-) -> (Tensor<1>, Tensor<1>) {
-    let device = model.device();
-    let shape = [batch.rows, batch.width];
-    let targets =
-        Tensor::<2, Int>::from_data(TensorData::new(batch.targets.clone(), shape), &device);
-    let mask = Tensor::<2>::from_data(TensorData::new(batch.target_mask.clone(), shape), &device);
-    let count = mask.clone().sum_dim(1).reshape([batch.rows]);
-    let sums = match head {
-        HeadPath::Unfused => sequence_logprob(model.logits(hidden), targets, mask),
-        HeadPath::Fused { chunk } => {
-            fused_sequence_logprob(hidden, model.head_rows(), targets, mask, chunk)
-        }
-    };
-    (sums, count)
-}
-
-/// The decoder's final hidden states `[S, T, d]` of `batch`.
-pub fn final_hidden(model: &Llama, batch: &ScoredBatch) -> Tensor<3> {
-    let device = model.device();
-    let ctx = batch_context(model, batch, &device);
-    model.hidden_states(input_tokens(batch, &device), &ctx, None)
-}
-
-/// What attention needs to see `batch` whole on `device`: positions from 0, its padding masked.
-pub fn batch_context(
-    model: &Llama,
-    batch: &ScoredBatch,
-    device: &burn::tensor::Device,
-) -> AttentionContext {
-    AttentionContext::full_sequence(
-        model,
-        Some(&batch.key_valid),
-        batch.rows,
-        batch.width,
-        device,
-    )
-}
-
-/// A reward model's score of each sequence of `batch` `[rows]`, read at its last input token.
-pub fn sequence_rewards(model: &Llama, batch: &ScoredBatch) -> Tensor<1> {
-    model.rewards_of(final_hidden(model, batch), &batch.key_valid)
-}
-
-/// The model inputs of `batch` as a `[rows, width]` tensor.
-pub fn input_tokens(batch: &ScoredBatch, device: &burn::tensor::Device) -> Tensor<2, Int> {
-    Tensor::from_data(
-        TensorData::new(batch.tokens.clone(), [batch.rows, batch.width]),
-        device,
-    )
-}
-
-/// Pairs (r_i < r_j) whose scores are ordered the same way (p_i < p_j), and all such pairs:
-/// the ranking accuracy of one batch is `matched / pairs`.
-pub fn ranked_pairs(scores: &[f32], batch: &RankBatch) -> (usize, usize) {
-    let k = batch.slots;
-    let (mut matched, mut pairs) = (0, 0);
-    for q in 0..batch.queries {
-        for i in 0..k {
-            for j in 0..k {
-                let (a, b) = (q * k + i, q * k + j);
-                if batch.valid[a] == 1.0
-                    && batch.valid[b] == 1.0
-                    && batch.rewards[a] < batch.rewards[b]
-                {
-                    pairs += 1;
-                    matched += usize::from(scores[a] < scores[b]);
-                }
-            }
-        }
-    }
-    (matched, pairs)
-}
-
-fn host_vector(data: Vec<f32>, device: &burn::tensor::Device) -> Tensor<1> {
+fn host_vector(data: Vec<f32>, device: &Device) -> Tensor<1> {
     let n = data.len();
     Tensor::from_data(TensorData::new(data, [n]), device)
 }
 
-fn host_matrix(data: Vec<f32>, shape: [usize; 2], device: &burn::tensor::Device) -> Tensor<2> {
+fn host_matrix(data: Vec<f32>, shape: [usize; 2], device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(data, shape), device)
 }

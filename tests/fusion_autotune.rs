@@ -10,7 +10,9 @@ use std::process::Command;
 
 use common::{fixture, scratch};
 use rrhf::data::{RankBatch, TokenizedExample};
-use rrhf::loss::{LossConfig, rrhf_loss};
+use rrhf::loss::LossConfig;
+use rrhf::scoring::final_hidden;
+use rrhf::train::step::Objective;
 
 /// The loss and the gradient norm of one batch, computed again and again on the same device:
 /// later runs replay fusion's cached plans and autotune's choices.
@@ -33,7 +35,8 @@ fn a_repeated_step_gives_the_same_loss_and_gradients() {
     let batch = RankBatch::new(&refs);
     let mut seen: Vec<Vec<f32>> = Vec::new();
     for _ in 0..4 {
-        let loss = rrhf_loss(&model, &batch, &LossConfig::default());
+        let hidden = final_hidden(&model, &batch.sequences);
+        let loss = Objective::Rrhf(LossConfig::default()).loss(&model, &batch, hidden);
         let total = loss.total.sum();
         let mut grads = rrhf::train::optimizer::GradientBuffer::default();
         grads.accumulate(&model, &total.clone().backward());

@@ -560,9 +560,10 @@ fn f16_overflow_skips_the_step_and_halves_the_scale() {
 #[test]
 fn layer_checkpointing_gives_every_gradient() {
     use rrhf::data::{RankBatch, TokenizedExample};
-    use rrhf::loss::{LossConfig, rrhf_loss_of};
+    use rrhf::loss::LossConfig;
     use rrhf::train::checkpointing::{Checkpointing, loss_forward};
     use rrhf::train::optimizer::GradientBuffer;
+    use rrhf::train::step::Objective;
     let examples = vec![
         TokenizedExample {
             query: vec![1, 5, 9, 14],
@@ -584,7 +585,7 @@ fn layer_checkpointing_gives_every_gradient() {
             let device = mode.training_device(&burn::tensor::Device::flex());
             let model = rrhf::checkpoint::load_model(&common::fixture(name), &device).unwrap();
             let forward = loss_forward(&model, &batch.sequences, mode, |hidden| {
-                rrhf_loss_of(&model, &batch, &LossConfig::default(), hidden)
+                Objective::Rrhf(LossConfig::default()).loss(&model, &batch, hidden)
             });
             let objective = forward.loss.total.clone().sum();
             let mut buffer = GradientBuffer::default();

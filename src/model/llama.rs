@@ -11,8 +11,8 @@ use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::config::LlamaConfig;
-use super::lora::{AdapterInfo, Projection};
 use super::precision::Precision;
+use super::projection::{AdapterInfo, Projection};
 use super::rope::{Rope, RopeTables};
 
 /// Added to attention scores that must not be attended to. Finite, so a row with every key

@@ -4,14 +4,15 @@ mod config;
 mod llama;
 mod lora;
 mod precision;
+mod projection;
 mod reward;
 mod rope;
 mod weights;
 
 pub use config::{LlamaConfig, ModelHead, RopeScaling};
 pub use llama::{Attention, AttentionContext, DecoderLayer, KvCache, Llama, Mlp};
-pub use lora::{AdapterInfo, LORA_TARGETS, Lora, LoraConfig, Projection};
 pub use precision::Precision;
+pub use projection::{AdapterInfo, LORA_TARGETS, Lora, LoraConfig, Projection};
 pub use rope::{Rope, RopeTables};
 pub use weights::{HostTensor, WeightSource, checkpoint_tensors};
 

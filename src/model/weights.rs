@@ -10,8 +10,8 @@ use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 
 use super::config::{LlamaConfig, ModelHead};
 use super::llama::{Attention, DecoderLayer, Llama, Mlp};
-use super::lora::Projection;
 use super::precision::Precision;
+use super::projection::Projection;
 use super::rope::Rope;
 
 /// A tensor on the host in f32, with its checkpoint shape (row-major).

@@ -10,8 +10,8 @@ use burn::tensor::Device;
 use super::{Reward, Scoring};
 use crate::checkpoint::load_reward_model;
 use crate::data::{RankedExample, ScoredBatch, TokenizeOptions, tokenize_example};
-use crate::loss::sequence_rewards;
 use crate::model::Llama;
+use crate::scoring::{final_hidden, sequence_rewards};
 use crate::tokenizer::{TemplateMode, Tokenizer};
 
 /// Sequences scored in one forward pass.
@@ -67,8 +67,9 @@ impl Reward for ModelReward {
             .with_context(|| format!("reward model {}", self.dir.display()))?;
         let mut scores = Vec::with_capacity(items.len());
         for chunk in pairs.chunks(BATCH) {
-            let rewards =
-                crate::device::to_host(sequence_rewards(&self.model, &ScoredBatch::pack(chunk)))?;
+            let batch = ScoredBatch::pack(chunk);
+            let hidden = final_hidden(&self.model, &batch);
+            let rewards = crate::device::to_host(sequence_rewards(&self.model, &batch, hidden))?;
             scores.extend(rewards.into_iter().map(f64::from));
         }
         Ok(scores)

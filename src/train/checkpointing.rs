@@ -21,8 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use super::optimizer::GradientBuffer;
 use crate::data::ScoredBatch;
-use crate::loss::{RrhfLoss, batch_context, final_hidden, input_tokens};
+use crate::loss::RrhfLoss;
 use crate::model::Llama;
+use crate::scoring::{batch_context, final_hidden, input_tokens};
 
 /// `train.gradient_checkpointing`: `"off"` (or `false`), `"layer"` (or `true`), `"ops"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpointing::Checkpointing;
 use super::loss_scale::INITIAL_SCALE;
+use super::optimizer::AdamWConfig;
 use crate::device::DeviceChoice;
 use crate::kernels::PairLoss;
 use crate::loss::LossConfig;
@@ -167,6 +168,18 @@ pub struct TrainSection {
     /// The starting loss scale of `f16` training (dynamic: halved on overflow, doubled after
     /// 2000 clean updates).
     pub loss_scale: f32,
+}
+
+impl TrainSection {
+    /// AdamW's settings from this section.
+    pub fn adamw(&self) -> AdamWConfig {
+        AdamWConfig {
+            beta1: self.adam_beta1,
+            beta2: self.adam_beta2,
+            eps: self.adam_eps,
+            weight_decay: self.weight_decay,
+        }
+    }
 }
 
 impl Default for TrainSection {

@@ -11,13 +11,15 @@ pub mod optimizer;
 pub mod run_dir;
 pub mod schedule;
 pub mod state;
+pub mod step;
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use burn::module::Module;
 use burn::tensor::{FloatDType, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -32,22 +34,18 @@ use crate::data::{
     read_ranked_jsonl, tokenize_examples,
 };
 use crate::device::{SelectedDevice, select};
-use crate::loss::{RrhfLoss, final_hidden, ranked_pairs, reward_model_loss_of, rrhf_loss_of};
 use crate::model::{Llama, Precision};
+use crate::scoring::final_hidden;
 use crate::tokenizer::Tokenizer;
-use checkpointing::loss_forward;
 pub use config::TrainConfig;
 use loss_scale::LossScale;
 use online::OnlineSampler;
-use optimizer::{AdamW, AdamWConfig, GradientBuffer};
+use optimizer::AdamW;
+pub use run_dir::{FINAL_DIR, METRICS_FILE, PLOT_FILE};
 use run_dir::{RunDir, RunStart};
 use schedule::LrSchedule;
 use state::{TrainerState, checkpoint_dir, load_checkpoint_state, save_checkpoint};
-
-pub const METRICS_FILE: &str = "metrics.jsonl";
-pub const FINAL_DIR: &str = "final";
-/// Loss and reward (or eval accuracy) per step, drawn at the end of a run.
-pub const PLOT_FILE: &str = "metrics.png";
+use step::{Objective, OptimizerStep, StepFigures};
 
 /// What a finished (or stopped) run reports.
 #[derive(Debug, Clone)]
@@ -75,199 +73,318 @@ pub struct RunOptions {
 }
 
 pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary> {
-    let out = &config.output.dir;
-    let _run_dir = RunDir::open(&RunStart {
-        dir: out,
-        resume: options.resume.as_deref(),
-        force: options.force,
-        inputs: config.inputs(),
-    })?;
-    let (selected, device, replica_devices) = select_devices(config)?;
-    let model_dir = options.resume.as_deref().unwrap_or(&config.model.path);
-    let mut model = load_trained_model(config, model_dir, &device)?;
-    let tokenizer = Tokenizer::load(model_dir, &model.config)?;
-
-    // Offline, every query's responses are known now; online, they are sampled round by round.
-    let (mut train_set, mut online, eval_set) = load_data(config, &tokenizer, &selected.device)?;
-    check_batches_fit(
-        config,
-        &train_set,
-        eval_set.as_deref(),
-        online.as_ref(),
-        &model,
-    )?;
-
-    let t = &config.train;
-    let schedule = schedule_of(t, train_set.len());
-    let total_steps = schedule.total;
-    let mut optimizer = AdamW::new(AdamWConfig {
-        beta1: t.adam_beta1,
-        beta2: t.adam_beta2,
-        eps: t.adam_eps,
-        weight_decay: t.weight_decay,
-    });
-    let mut state = TrainerState {
-        step: 0,
-        total_steps,
-        seed: t.seed,
-        queries_per_step: t.queries_per_step,
-        train_queries: train_set.len(),
-        loss_scale: (t.precision == Precision::F16).then(|| LossScale::new(t.loss_scale)),
-    };
-    if let Some(dir) = &options.resume {
-        resume_state(dir, &mut state, &mut optimizer, &selected.device)?;
+    let (mut run, mut model) = Run::start(config, options)?;
+    while run.state.step < run.end {
+        let step;
+        (model, step) = run.step(model)?;
+        run.after_step(&model, &step)?;
     }
+    run.finish(&model)
+}
 
-    let mut metrics = MetricsLog::open(&out.join(METRICS_FILE), state.step)?;
-    let end = options
-        .stop_after
-        .map_or(total_steps, |s| s.min(total_steps));
-    let progress = progress_bar(total_steps, state.step);
-    let mut order = QueryOrder::new(train_set.len(), t.seed);
-    let micro = t.queries_per_step.div_ceil(t.grad_accum);
-    let mut grads = GradientBuffer::default();
-    let mut last_loss = f32::NAN;
-    let mut last_eval = None;
+/// A training run between its setup and its end: what the loop carries from step to step
+/// besides the model.
+struct Run<'a> {
+    config: &'a TrainConfig,
+    options: &'a RunOptions,
+    _run_dir: RunDir,
+    /// Where the run's model (and tokenizer) came from: the base model, or the resumed checkpoint.
+    model_dir: &'a Path,
+    tokenizer: Tokenizer,
+    /// Offline, every query's responses; online, the slots the current round has filled.
+    train_set: Vec<Option<TokenizedExample>>,
+    online: Option<OnlineSampler>,
+    eval_set: Option<Vec<TokenizedExample>>,
+    schedule: LrSchedule,
+    stepper: OptimizerStep,
+    optimizer: AdamW,
+    state: TrainerState,
+    metrics: MetricsLog,
+    progress: ProgressBar,
+    order: QueryOrder,
+    /// Queries per micro-batch.
+    micro: usize,
+    /// The step the run stops after (`stop_after`, or the end of the schedule).
+    end: usize,
+    last_loss: f32,
+    last_eval: Option<EvalResult>,
+    /// Online: the mean score of each query's responses in the current round.
+    round_scores: HashMap<usize, f64>,
+    first_round: bool,
+}
 
-    // A baseline before the first update, so every run shows where it started.
-    if let Some(set) = &eval_set
-        && state.step == 0
-        && config.output.eval_every > 0
-    {
-        let result = evaluate(&model.valid(), set, micro, config)?;
-        metrics.write(eval_line(0, result), &progress)?;
-    }
+/// One step taken: what `after_step` logs.
+struct StepDone {
+    figures: StepFigures,
+    queries: Vec<usize>,
+    lr: f64,
+    /// The loss scale the step ran with.
+    scale: f32,
+    seconds: f64,
+}
 
-    let mut round_scores = std::collections::HashMap::new();
-    let mut first_round = true;
-    while state.step < end {
-        let step = state.step;
-        let started = Instant::now();
-        if let Some(sampler) = online.as_mut()
-            && (step % sampler.resample_every() == 0 || first_round)
-        {
-            let reuse = first_round && options.resume.is_some();
-            let round = next_round(
-                sampler,
-                &model,
-                &tokenizer,
-                &mut order,
-                step,
-                total_steps,
-                t,
-                reuse,
-            )?;
-            for (i, example) in round.examples {
-                train_set[i] = Some(example);
-            }
-            round_scores = round.mean_score;
-            if let Some(line) = round.log {
-                metrics.write(line, &progress)?;
-            }
-        }
-        first_round = false;
-        let queries = order.for_step(step, t.queries_per_step);
-        let micro_batches: Vec<&[usize]> = queries.chunks(micro).collect();
-        let scale = state.loss_scale.map_or(1.0, |s| s.scale);
-        let shares = compute_shares(
-            &model,
-            &replica_devices,
-            &micro_batches,
-            &train_set,
-            config,
-            scale,
-        );
-        let figures = gather_step(shares, &mut grads, &device, scale, config).map_err(|e| {
-            anyhow::anyhow!(
-                "step {}: {e:#}; stopping. {}",
-                step + 1,
-                last_good(out, step)
-            )
+impl<'a> Run<'a> {
+    /// Setup: the output directory, devices, model, tokenizer, data, schedule and optimizer;
+    /// the state of the checkpoint resumed from, if any; and an eval before the first update.
+    fn start(config: &'a TrainConfig, options: &'a RunOptions) -> Result<(Self, Llama)> {
+        let out = &config.output.dir;
+        let run_dir = RunDir::open(&RunStart {
+            dir: out,
+            resume: options.resume.as_deref(),
+            force: options.force,
+            inputs: config.inputs(),
         })?;
-        let lr = schedule.at(step);
-        let skipped = !figures.grad_norm.is_finite();
-        if skipped && state.loss_scale.is_none() {
-            bail!(
-                "step {}: the gradient norm is {}; stopping. {}",
-                step + 1,
-                figures.grad_norm,
-                last_good(out, step)
-            );
-        }
-        model = update(
-            model,
-            &mut optimizer,
-            &grads,
-            lr,
-            figures.grad_norm,
-            scale,
-            &mut state,
-            t,
-        );
-        grads.clear();
-        state.step += 1;
+        let (selected, device, replicas) = select_devices(config)?;
+        let model_dir = options.resume.as_deref().unwrap_or(&config.model.path);
+        let model = load_trained_model(config, model_dir, &device)?;
+        let tokenizer = Tokenizer::load(model_dir, &model.config)?;
+        // Offline, every query's responses are known now; online, they are sampled round by round.
+        let (train_set, online, eval_set) = load_data(config, &tokenizer, &selected.device)?;
+        check_batches_fit(
+            config,
+            &train_set,
+            eval_set.as_deref(),
+            online.as_ref(),
+            &model,
+        )?;
 
-        let n = t.queries_per_step as f32;
-        last_loss = figures.sums[0] / n;
-        let seconds = started.elapsed().as_secs_f64();
-        progress.set_position(state.step as u64);
-        progress.set_message(format!(
-            "loss {:.4} (rank {:.4}, ft {:.4}) lr {lr:.2e} {:.0} tok/s",
-            last_loss,
-            figures.sums[1] / n,
-            figures.sums[2] / n,
-            figures.tokens as f64 / seconds
-        ));
-        let is_last = state.step == end;
-        if state.step % config.output.log_every == 0 || is_last {
-            let mut line = step_line(state.step, &figures, lr, seconds, config, train_set.len());
-            if state.loss_scale.is_some() {
-                line["loss_scale"] = scale.into();
-                line["skipped"] = skipped.into();
-            }
-            if online.is_some() {
-                // The mean score (reward, less the KL term if any) of the step's responses.
-                let scores: Vec<f64> = queries
+        let t = &config.train;
+        let schedule = schedule_of(t, train_set.len());
+        let mut optimizer = AdamW::new(t.adamw());
+        let mut state = TrainerState {
+            step: 0,
+            total_steps: schedule.total,
+            seed: t.seed,
+            queries_per_step: t.queries_per_step,
+            train_queries: train_set.len(),
+            loss_scale: (t.precision == Precision::F16).then(|| LossScale::new(t.loss_scale)),
+        };
+        if let Some(dir) = &options.resume {
+            resume_state(dir, &mut state, &mut optimizer, &selected.device)?;
+        }
+        let metrics = MetricsLog::open(&out.join(METRICS_FILE), state.step)?;
+        let end = options
+            .stop_after
+            .map_or(schedule.total, |s| s.min(schedule.total));
+        let mut run = Run {
+            config,
+            options,
+            _run_dir: run_dir,
+            model_dir,
+            tokenizer,
+            order: QueryOrder::new(train_set.len(), t.seed),
+            train_set,
+            online,
+            eval_set,
+            progress: progress_bar(schedule.total, state.step),
+            schedule,
+            stepper: OptimizerStep {
+                objective: Objective::of(config),
+                checkpointing: t.gradient_checkpointing,
+                queries_per_step: t.queries_per_step,
+                max_grad_norm: t.max_grad_norm,
+                replicas,
+                data: config.data.train.clone(),
+            },
+            optimizer,
+            state,
+            metrics,
+            micro: t.queries_per_step.div_ceil(t.grad_accum),
+            end,
+            last_loss: f32::NAN,
+            last_eval: None,
+            round_scores: HashMap::new(),
+            first_round: true,
+        };
+        // A baseline before the first update, so every run shows where it started.
+        if run.state.step == 0 && config.output.eval_every > 0 {
+            run.evaluate(&model)?;
+        }
+        Ok((run, model))
+    }
+
+    /// One optimizer step (online: after sampling the round it begins, if it begins one).
+    fn step(&mut self, model: Llama) -> Result<(Llama, StepDone)> {
+        let (t, step) = (&self.config.train, self.state.step);
+        let started = Instant::now();
+        self.sample_round_if_due(&model)?;
+        let queries = self.order.for_step(step, t.queries_per_step);
+        let micro_batches: Vec<Vec<&TokenizedExample>> = queries
+            .chunks(self.micro)
+            .map(|chunk| {
+                chunk
                     .iter()
-                    .filter_map(|i| round_scores.get(i).copied())
-                    .collect();
-                line["reward"] = crate::rewards::mean_std(&scores).0.into();
-            }
-            metrics.write(line, &progress)?;
+                    .map(|&i| {
+                        self.train_set[i]
+                            .as_ref()
+                            .expect("the round sampled every query of its steps")
+                    })
+                    .collect()
+            })
+            .collect();
+        let scale = self.state.loss_scale.map_or(1.0, |s| s.scale);
+        let lr = self.schedule.at(step);
+        let (model, figures) = self
+            .stepper
+            .run(
+                model,
+                &mut self.optimizer,
+                &mut self.state.loss_scale,
+                &micro_batches,
+                lr,
+                None,
+            )
+            .map_err(|e| {
+                let out = &self.config.output.dir;
+                anyhow!(
+                    "step {}: {e:#}; stopping. {}",
+                    step + 1,
+                    last_good(out, step)
+                )
+            })?;
+        self.state.step += 1;
+        let seconds = started.elapsed().as_secs_f64();
+        let done = StepDone {
+            figures,
+            queries,
+            lr,
+            scale,
+            seconds,
+        };
+        Ok((model, done))
+    }
+
+    /// Logging, evaluation and checkpoints, each on its schedule, after a step.
+    fn after_step(&mut self, model: &Llama, done: &StepDone) -> Result<()> {
+        let (config, step) = (self.config, self.state.step);
+        let mean = done.figures.sums.mean(config.train.queries_per_step);
+        self.last_loss = mean.total;
+        self.progress.set_position(step as u64);
+        self.progress.set_message(format!(
+            "loss {:.4} (rank {:.4}, ft {:.4}) lr {:.2e} {:.0} tok/s",
+            mean.total,
+            mean.rank,
+            mean.ft,
+            done.lr,
+            done.figures.tokens as f64 / done.seconds
+        ));
+        let is_last = step == self.end;
+        if step % config.output.log_every == 0 || is_last {
+            let line = self.step_line(done);
+            self.metrics.write(line, &self.progress)?;
         }
-        let eval_due = config.output.eval_every > 0 && state.step % config.output.eval_every == 0;
-        if let Some(set) = &eval_set
-            && (eval_due || state.step == total_steps)
-        {
-            let result = evaluate(&model.valid(), set, micro, config)?;
-            metrics.write(eval_line(state.step, result), &progress)?;
-            last_eval = Some(result);
+        let eval_due = config.output.eval_every > 0 && step % config.output.eval_every == 0;
+        if eval_due || step == self.state.total_steps {
+            self.last_eval = self.evaluate(model)?.or(self.last_eval);
         }
-        let save_due = config.output.save_every > 0 && state.step % config.output.save_every == 0;
-        if save_due || (is_last && state.step < total_steps) {
+        let save_due = config.output.save_every > 0 && step % config.output.save_every == 0;
+        if save_due || (is_last && step < self.state.total_steps) {
             save_checkpoint(
-                &checkpoint_dir(out, state.step),
-                &model,
-                &optimizer,
-                &state,
-                model_dir,
+                &checkpoint_dir(&config.output.dir, step),
+                model,
+                &self.optimizer,
+                &self.state,
+                self.model_dir,
             )?;
         }
+        Ok(())
     }
-    progress.finish();
-    let saved = finish_run(
-        out,
-        &model,
-        model_dir,
-        state.step == total_steps,
-        state.step,
-    )?;
-    Ok(TrainSummary {
-        steps: state.step,
-        last_loss,
-        eval: last_eval,
-        saved,
-    })
+
+    /// The end: the plot, the final model if the schedule is done, and the summary.
+    fn finish(self, model: &Llama) -> Result<TrainSummary> {
+        self.progress.finish();
+        let step = self.state.step;
+        let out = &self.config.output.dir;
+        let complete = step == self.state.total_steps;
+        let saved = finish_run(out, model, self.model_dir, complete, step)?;
+        Ok(TrainSummary {
+            steps: step,
+            last_loss: self.last_loss,
+            eval: self.last_eval,
+            saved,
+        })
+    }
+
+    /// Online: the responses of the round that the current step begins (or, first in a resumed
+    /// run, the round it is in), sampled from `model` into the training set's slots.
+    fn sample_round_if_due(&mut self, model: &Llama) -> Result<()> {
+        let step = self.state.step;
+        let first_round = std::mem::replace(&mut self.first_round, false);
+        let Some(sampler) = self.online.as_mut() else {
+            return Ok(());
+        };
+        if step % sampler.resample_every() != 0 && !first_round {
+            return Ok(());
+        }
+        let reuse = first_round && self.options.resume.is_some();
+        let round = next_round(
+            sampler,
+            model,
+            &self.tokenizer,
+            &mut self.order,
+            step,
+            self.state.total_steps,
+            &self.config.train,
+            reuse,
+        )?;
+        for (i, example) in round.examples {
+            self.train_set[i] = Some(example);
+        }
+        self.round_scores = round.mean_score;
+        if let Some(line) = round.log {
+            self.metrics.write(line, &self.progress)?;
+        }
+        Ok(())
+    }
+
+    /// Evaluates `model` on the eval set, if there is one, and logs the result.
+    fn evaluate(&mut self, model: &Llama) -> Result<Option<EvalResult>> {
+        let Some(set) = &self.eval_set else {
+            return Ok(None);
+        };
+        let result = evaluate(&model.valid(), set, self.micro, &self.stepper.objective)?;
+        let line = json!({
+            "step": self.state.step,
+            "eval_loss": result.loss,
+            "eval_rank_accuracy": result.rank_accuracy,
+        });
+        self.metrics.write(line, &self.progress)?;
+        Ok(Some(result))
+    }
+
+    /// The metrics.jsonl line of the step just taken.
+    fn step_line(&self, done: &StepDone) -> serde_json::Value {
+        let t = &self.config.train;
+        let step = self.state.step;
+        let mean = done.figures.sums.mean(t.queries_per_step);
+        let tokens = done.figures.tokens;
+        let mut line = json!({
+            "step": step,
+            "epoch": ((step - 1) * t.queries_per_step) as f64 / self.train_set.len() as f64,
+            "loss": mean.total,
+            "rank_loss": mean.rank,
+            "ft_loss": mean.ft,
+            "lr": done.lr,
+            "grad_norm": done.figures.grad_norm,
+            "tokens": tokens,
+            "tokens_per_sec": tokens as f64 / done.seconds,
+            "step_seconds": done.seconds,
+        });
+        if self.state.loss_scale.is_some() {
+            line["loss_scale"] = done.scale.into();
+            line["skipped"] = done.figures.skipped.into();
+        }
+        if self.online.is_some() {
+            // The mean score (reward, less the KL term if any) of the step's responses.
+            let scores: Vec<f64> = done
+                .queries
+                .iter()
+                .filter_map(|i| self.round_scores.get(i).copied())
+                .collect();
+            line["reward"] = crate::rewards::mean_std(&scores).0.into();
+        }
+        line
+    }
 }
 
 /// The end of a run: its plot, and the final model when the run is complete (`complete`); the
@@ -500,21 +617,21 @@ fn resume_state(
     device: &burn::tensor::Device,
 ) -> Result<()> {
     let saved = load_checkpoint_state(dir, optimizer, device)?;
-    let identity = |s: &TrainerState| (s.seed, s.queries_per_step, s.train_queries, s.total_steps);
-    if identity(&saved) != identity(state) {
+    let (was, is) = (saved.identity(), state.identity());
+    if was != is {
         bail!(
             "--resume {}: the checkpoint was made with seed {}, {} queries per step, {} training \
              queries and {} steps; this config gives {}, {}, {} and {}: the data order and \
              schedule would not continue",
             dir.display(),
-            saved.seed,
-            saved.queries_per_step,
-            saved.train_queries,
-            saved.total_steps,
-            state.seed,
-            state.queries_per_step,
-            state.train_queries,
-            state.total_steps
+            was.seed,
+            was.queries_per_step,
+            was.train_queries,
+            was.total_steps,
+            is.seed,
+            is.queries_per_step,
+            is.train_queries,
+            is.total_steps
         );
     }
     state.step = saved.step;
@@ -523,227 +640,6 @@ fn resume_state(
     }
     eprintln!("resuming from {} at step {}", dir.display(), state.step);
     Ok(())
-}
-
-/// What a step's shares add up to, read from the device once.
-struct StepFigures {
-    /// Summed total, rank and fine-tune losses of the step's queries.
-    sums: [f32; 3],
-    /// The global norm of the gradients, unscaled.
-    grad_norm: f32,
-    tokens: usize,
-}
-
-/// Merges the workers' shares of a step into `grads` on `device`, and reads the summed losses
-/// and the gradients' norm back in the step's one host synchronisation. A non-finite loss is an
-/// error naming the step's data lines.
-fn gather_step(
-    shares: Vec<Result<Share>>,
-    grads: &mut GradientBuffer,
-    device: &burn::tensor::Device,
-    loss_scale: f32,
-    config: &TrainConfig,
-) -> Result<StepFigures> {
-    let mut sums: Option<Tensor<1>> = None;
-    let mut tokens = 0;
-    let mut lines = Vec::new();
-    for share in shares {
-        let share = share?;
-        if let Some(share_sums) = share.sums.map(|t| t.to_device(device)) {
-            sums = Some(sums.map_or(share_sums.clone(), |s| s + share_sums));
-        }
-        tokens += share.tokens;
-        lines.extend(share.lines);
-        grads.merge(share.grads);
-    }
-    let sums = sums.expect("a step has at least one micro-batch");
-    let host = crate::device::to_host(Tensor::cat(vec![sums, grads.squared_norm()], 0))?;
-    let sums = [host[0], host[1], host[2]];
-    if sums.iter().any(|x| !x.is_finite()) {
-        lines.sort_unstable();
-        let lines: Vec<String> = lines.iter().map(usize::to_string).collect();
-        bail!(
-            "the loss is not finite (total {}, rank {}, ft {}) on {} lines {}",
-            sums[0],
-            sums[1],
-            sums[2],
-            config.data.train.display(),
-            lines.join(", ")
-        );
-    }
-    Ok(StepFigures {
-        sums,
-        grad_norm: host[3].sqrt() / loss_scale,
-        tokens,
-    })
-}
-
-/// What one worker's micro-batches of a step add up to.
-struct Share {
-    /// `[3]` on its device: the summed total, rank and fine-tune losses of its queries, read
-    /// with the step's gradient norm (none for a worker that got no micro-batch).
-    sums: Option<Tensor<1>>,
-    tokens: usize,
-    grads: GradientBuffer,
-    /// The data lines of its queries, for messages.
-    lines: Vec<usize>,
-}
-
-/// The step's gradients, one share per worker: this device, then each data-parallel device with
-/// a copy of the weights in its own thread, each taking every n-th micro-batch.
-fn compute_shares(
-    model: &Llama,
-    replica_devices: &[burn::tensor::Device],
-    micro_batches: &[&[usize]],
-    train_set: &[Option<TokenizedExample>],
-    config: &TrainConfig,
-    loss_scale: f32,
-) -> Vec<Result<Share>> {
-    let workers = 1 + replica_devices.len();
-    let share = |w: usize| -> Vec<&[usize]> {
-        micro_batches
-            .iter()
-            .skip(w)
-            .step_by(workers)
-            .copied()
-            .collect()
-    };
-    if workers == 1 {
-        return vec![accumulate_share(
-            model,
-            &share(0),
-            train_set,
-            config,
-            loss_scale,
-        )];
-    }
-    let share = &share;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = std::iter::once(model.clone())
-            .chain(replica_devices.iter().map(|d| model.clone().fork(d)))
-            .enumerate()
-            .map(|(w, replica)| {
-                scope.spawn(move || {
-                    accumulate_share(&replica, &share(w), train_set, config, loss_scale)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a data-parallel worker panicked")))
-            })
-            .collect()
-    })
-}
-
-/// Forward and backward over `micro_batches` (query indices) on `model`'s device, accumulating
-/// the gradients of each micro-batch's share of the step's mean loss, times `loss_scale`.
-fn accumulate_share(
-    model: &Llama,
-    micro_batches: &[&[usize]],
-    train_set: &[Option<TokenizedExample>],
-    config: &TrainConfig,
-    loss_scale: f32,
-) -> Result<Share> {
-    let mut sums: Option<Tensor<1>> = None;
-    let (mut tokens, mut lines) = (0, Vec::new());
-    let mut grads = GradientBuffer::default();
-    for chunk in micro_batches {
-        let examples: Vec<&TokenizedExample> = chunk
-            .iter()
-            .map(|&i| {
-                train_set[i]
-                    .as_ref()
-                    .expect("the round sampled every query of its steps")
-            })
-            .collect();
-        let batch = RankBatch::new(&examples);
-        tokens += batch.real_tokens();
-        lines.extend(examples.iter().map(|e| e.line));
-        let forward = loss_forward(
-            model,
-            &batch.sequences,
-            config.train.gradient_checkpointing,
-            |hidden| batch_loss_of(model, &batch, config, hidden),
-        );
-        let loss = &forward.loss;
-        let objective =
-            loss.total.clone().sum() * (loss_scale / config.train.queries_per_step as f32);
-        let parts = Tensor::cat(
-            [&loss.total, &loss.rank, &loss.ft]
-                .iter()
-                .map(|t| (*t).clone().sum().detach())
-                .collect(),
-            0,
-        );
-        sums = Some(sums.map_or(parts.clone(), |s| s + parts));
-        forward.backward(model, objective, &mut grads);
-    }
-    Ok(Share {
-        sums,
-        tokens,
-        grads,
-        lines,
-    })
-}
-
-/// AdamW's step at `lr` on the gradients clipped to `train.max_grad_norm` (they carry the loss
-/// scale, undone here), unless f16 loss scaling overflowed (`grad_norm` not finite): then the
-/// step makes no update and the scale comes down.
-#[allow(clippy::too_many_arguments)]
-fn update(
-    model: Llama,
-    optimizer: &mut AdamW,
-    grads: &GradientBuffer,
-    lr: f64,
-    grad_norm: f32,
-    scale: f32,
-    state: &mut TrainerState,
-    t: &config::TrainSection,
-) -> Llama {
-    let skipped = !grad_norm.is_finite();
-    if let Some(loss_scale) = state.loss_scale.as_mut() {
-        loss_scale.record(!skipped);
-    }
-    if skipped {
-        return model;
-    }
-    let clip = if t.max_grad_norm > 0.0 && grad_norm as f64 > t.max_grad_norm {
-        (t.max_grad_norm / (grad_norm as f64 + 1e-6)) as f32
-    } else {
-        1.0
-    };
-    optimizer.step(model, grads, lr, clip / scale)
-}
-
-/// The metrics.jsonl line of the step that made `done` steps in all.
-fn step_line(
-    done: usize,
-    figures: &StepFigures,
-    lr: f64,
-    seconds: f64,
-    config: &TrainConfig,
-    train_queries: usize,
-) -> serde_json::Value {
-    let n = config.train.queries_per_step as f32;
-    json!({
-        "step": done,
-        "epoch": ((done - 1) * config.train.queries_per_step) as f64 / train_queries as f64,
-        "loss": figures.sums[0] / n,
-        "rank_loss": figures.sums[1] / n,
-        "ft_loss": figures.sums[2] / n,
-        "lr": lr,
-        "grad_norm": figures.grad_norm,
-        "tokens": figures.tokens,
-        "tokens_per_sec": figures.tokens as f64 / seconds,
-        "step_seconds": seconds,
-    })
-}
-
-fn eval_line(step: usize, result: EvalResult) -> serde_json::Value {
-    json!({"step": step, "eval_loss": result.loss, "eval_rank_accuracy": result.rank_accuracy})
 }
 
 /// A ranked file as tokens; the training set must rank something (`check_rankable`).
@@ -761,40 +657,22 @@ fn load_tokenized(
     tokenize_examples(&examples, tokenizer, opts, path)
 }
 
-/// The loss the config trains: RRHF's on the policy, or the reward model's pair loss.
-fn batch_loss(model: &Llama, batch: &RankBatch, config: &TrainConfig) -> RrhfLoss {
-    batch_loss_of(model, batch, config, final_hidden(model, &batch.sequences))
-}
-
-/// [`batch_loss`] from the batch's final hidden states.
-fn batch_loss_of(
-    model: &Llama,
-    batch: &RankBatch,
-    config: &TrainConfig,
-    hidden: Tensor<3>,
-) -> RrhfLoss {
-    match &config.reward_model {
-        None => rrhf_loss_of(model, batch, &config.loss, hidden),
-        Some(rm) => reward_model_loss_of(model, batch, rm.pair_loss, hidden),
-    }
-}
-
 /// Eval loss (mean over queries) and ranking accuracy (over all strictly ordered pairs): for a
 /// reward model, its pairwise accuracy.
 pub fn evaluate(
     model: &Llama,
     set: &[TokenizedExample],
     batch_queries: usize,
-    config: &TrainConfig,
+    objective: &Objective,
 ) -> Result<EvalResult> {
     let (mut total, mut matched, mut pairs) = (0.0f32, 0, 0);
     for chunk in set.chunks(batch_queries.max(1)) {
         let examples: Vec<&TokenizedExample> = chunk.iter().collect();
         let batch = RankBatch::new(&examples);
-        let out = batch_loss(model, &batch, config);
+        let out = objective.loss(model, &batch, final_hidden(model, &batch.sequences));
         total += read_sums([&out.total])?[0];
         let scores = crate::device::to_host(out.scores)?;
-        let (m, p) = ranked_pairs(&scores, &batch);
+        let (m, p) = batch.ordered_pairs(&scores);
         matched += m;
         pairs += p;
     }

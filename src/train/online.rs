@@ -18,10 +18,10 @@ use crate::data::{
     QueryLine, RankedExample, ScoredBatch, TokenizeOptions, TokenizedExample, read_ranked_jsonl,
     tokenize_examples,
 };
-use crate::loss::{HeadPath, sequence_logprobs};
 use crate::model::Llama;
 use crate::rewards::{Reward, RewardOptions, mean_std, parse_reward, score_responses};
 use crate::sampling::sample_responses;
+use crate::scoring::{HeadPath, final_hidden, sequence_logprobs};
 use crate::tokenizer::Tokenizer;
 
 pub struct OnlineSampler {
@@ -246,7 +246,8 @@ impl OnlineSampler {
                 .collect();
             let batch = ScoredBatch::pack(&pairs);
             let read = |m: &Llama| -> Result<Vec<f32>> {
-                crate::device::to_host(sequence_logprobs(m, &batch, HeadPath::default()).0)
+                let hidden = final_hidden(m, &batch);
+                crate::device::to_host(sequence_logprobs(m, &batch, HeadPath::default(), hidden).0)
             };
             let (lp_policy, lp_start) = (read(policy)?, read(start)?);
             for ((score, p), s) in ex.scores.iter_mut().zip(lp_policy).zip(lp_start) {

@@ -16,9 +16,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use super::{FINAL_DIR, METRICS_FILE, PLOT_FILE};
 use crate::checkpoint::outputs::{check_against_inputs, clear_leftovers, remove_path, resolved};
 
+pub const METRICS_FILE: &str = "metrics.jsonl";
+pub const FINAL_DIR: &str = "final";
+/// Loss and reward (or eval accuracy) per step, drawn at the end of a run.
+pub const PLOT_FILE: &str = "metrics.png";
 pub const LOCK_FILE: &str = ".rrhf.lock";
 pub const SAMPLES_DIR: &str = "samples";
 

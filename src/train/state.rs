@@ -33,6 +33,27 @@ pub struct TrainerState {
     pub loss_scale: Option<LossScale>,
 }
 
+/// What a checkpoint must share with the config that resumes it for the data order and the
+/// schedule to continue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunIdentity {
+    pub seed: u64,
+    pub queries_per_step: usize,
+    pub train_queries: usize,
+    pub total_steps: usize,
+}
+
+impl TrainerState {
+    pub fn identity(&self) -> RunIdentity {
+        RunIdentity {
+            seed: self.seed,
+            queries_per_step: self.queries_per_step,
+            train_queries: self.train_queries,
+            total_steps: self.total_steps,
+        }
+    }
+}
+
 pub fn checkpoint_dir(output: &Path, step: usize) -> PathBuf {
     output.join(format!("checkpoint-{step}"))
 }
