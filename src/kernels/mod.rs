@@ -177,17 +177,10 @@ pub fn adamw_update(
     v: Tensor<1>,
     step: AdamWStep,
 ) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
-    let (weight, m, v) = <Dispatch as RrhfKernels>::adamw_update(
-        weight.into_dispatch(),
-        grad.into_dispatch(),
-        m.into_dispatch(),
-        v.into_dispatch(),
+    adamw_on_dispatch(
+        <Dispatch as RrhfKernels>::adamw_update,
+        [weight, grad, m, v],
         step,
-    );
-    (
-        Tensor::from_dispatch(weight),
-        Tensor::from_dispatch(m),
-        Tensor::from_dispatch(v),
     )
 }
 
@@ -199,7 +192,24 @@ pub fn adamw_update_reference(
     v: Tensor<1>,
     step: AdamWStep,
 ) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
-    let (weight, m, v) = adamw::reference::<Dispatch>(
+    adamw_on_dispatch(adamw::reference::<Dispatch>, [weight, grad, m, v], step)
+}
+
+type DispatchFloat = FloatTensor<Dispatch>;
+
+/// `update` on the primitives of `[weight, grad, m, v]`, its `(weight, m, v)` as tensors again.
+fn adamw_on_dispatch(
+    update: fn(
+        DispatchFloat,
+        DispatchFloat,
+        DispatchFloat,
+        DispatchFloat,
+        AdamWStep,
+    ) -> (DispatchFloat, DispatchFloat, DispatchFloat),
+    [weight, grad, m, v]: [Tensor<1>; 4],
+    step: AdamWStep,
+) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+    let (weight, m, v) = update(
         weight.into_dispatch(),
         grad.into_dispatch(),
         m.into_dispatch(),
