@@ -231,7 +231,7 @@ pub fn host_reads() -> (u64, u64) {
 pub struct RuntimeSettings {
     /// Autotune benchmarks each matmul's and fused kernel's candidates per shape; off, it still
     /// runs (cubecl has no switch for burn's own ops) at its cheapest: the coarsest shape keys
-    /// and one sample per candidate, with nothing written to the cache.
+    /// and one sample per candidate, kept in a cache of their own.
     pub autotune: bool,
     /// Fusion merges elementwise ops into the kernels around them.
     pub fusion: bool,
@@ -274,6 +274,12 @@ pub fn cache_dir() -> Option<PathBuf> {
 /// adapter (lavapipe) autotune defaults to off (`RRHF_AUTOTUNE=1` turns it on): benchmarking every
 /// candidate kernel on a CPU costs minutes and measures nothing a GPU run can use. `cubecl.toml`
 /// and `CUBECL_*` variables still apply on top. Later calls return the first call's settings.
+///
+/// Autotune off still picks a kernel per shape by timing one sample of each candidate, so two
+/// processes can pick differently and round differently in the last bit; its picks are cached
+/// too, so that a run resumed in a new process computes exactly what the uninterrupted run did
+/// (the resume tests found this). They go in a database of their own (`-minimal`), so that
+/// one-sample guesses never stand in for a full tuning in later autotuned runs.
 pub fn configure_runtime(adapter: &Adapter) -> &'static RuntimeSettings {
     RUNTIME.get_or_init(|| {
         use cubecl::config::autotune::AutotuneLevel;
@@ -286,7 +292,8 @@ pub fn configure_runtime(adapter: &Adapter) -> &'static RuntimeSettings {
         };
         let fusion = !switched_off("RRHF_FUSION");
         let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
-        let slug: String = format!("rrhf-{}-{}", adapter.name, adapter.driver)
+        let level = if autotune { "" } else { "-minimal" };
+        let slug: String = format!("rrhf-{}-{}{level}", adapter.name, adapter.driver)
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
             .collect();
@@ -304,10 +311,11 @@ pub fn configure_runtime(adapter: &Adapter) -> &'static RuntimeSettings {
             config.autotune.bench.max_samples = 1;
             config.autotune.bench.short_circuit_samples = 1;
             config.autotune.bench.adaptive = true;
-            config.autotune.disable_cache = true;
         }
-        let cache = match (&config.environment.path, autotune) {
-            (CacheConfig::Directory(d), true) => Some(d.join(format!("{slug}.db"))),
+        let cache = match &config.environment.path {
+            CacheConfig::Directory(d) if !config.autotune.disable_cache => {
+                Some(d.join(format!("{slug}.db")))
+            }
             _ => None,
         };
         if !CubeClRuntimeConfig::try_set(config) {

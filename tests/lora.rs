@@ -10,11 +10,12 @@ use std::process::Command;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::{
     deterministic, fixture, metrics, read_safetensors, scratch, test_devices, train_devices,
+    train_in_own_process,
 };
 use rrhf::checkpoint::{SaveDtype, load_model, load_model_storing, save_model};
 use rrhf::device::DeviceChoice;
 use rrhf::model::Llama;
-use rrhf::train::{RunOptions, TrainConfig, train};
+use rrhf::train::TrainConfig;
 use serde_json::Value;
 
 struct Batch {
@@ -182,7 +183,8 @@ fn saved_adapters_reload_and_merge_from_the_cli() {
     );
 }
 
-fn lora_config(out: &Path, device: &DeviceChoice, extra: &[&str]) -> TrainConfig {
+/// The `--set` overrides of a LoRA run of the tiny config in `out` on `device`, plus `extra`.
+fn lora_overrides(out: &Path, device: &DeviceChoice, extra: &[&str]) -> Vec<String> {
     let mut set = vec![
         format!("output.dir={:?}", out.display().to_string()),
         format!("train.device={:?}", device.to_string()),
@@ -193,9 +195,10 @@ fn lora_config(out: &Path, device: &DeviceChoice, extra: &[&str]) -> TrainConfig
         "train.lr=1e-2".into(),
     ];
     set.extend(extra.iter().map(|s| s.to_string()));
-    TrainConfig::load(Path::new("configs/tiny-test.toml"), &set).unwrap()
+    set
 }
 
+/// Each run in its own process: see `train_in_own_process` for why.
 #[test]
 fn lora_run_trains_only_the_adapters_and_resumes_exactly() {
     let devices = train_devices();
@@ -208,15 +211,8 @@ fn lora_run_trains_only_the_adapters_and_resumes_exactly() {
             "output.eval_every=8",
         ];
         let whole = scratch(&format!("lora-whole-{device}"));
-        let summary = train(
-            &lora_config(&whole, &device, &extra),
-            &RunOptions {
-                resume: None,
-                stop_after: None,
-                force: false,
-            },
-        )
-        .unwrap();
+        let tiny = "configs/tiny-test.toml";
+        train_in_own_process(tiny, &lora_overrides(&whole, &device, &extra), None, None);
         let evals: Vec<f64> = deterministic(metrics(&whole))
             .iter()
             .filter_map(|v| v["eval_loss"].as_f64())
@@ -227,8 +223,9 @@ fn lora_run_trains_only_the_adapters_and_resumes_exactly() {
         );
 
         // The output is adapters only; the base weights under them are the untouched original.
-        assert!(summary.saved.join("adapter_model.safetensors").exists());
-        let trained = load_model(&summary.saved, &host).unwrap();
+        let saved = whole.join("final");
+        assert!(saved.join("adapter_model.safetensors").exists());
+        let trained = load_model(&saved, &host).unwrap();
         assert_eq!(
             trained.without_lora().checkpoint_weights(),
             base.checkpoint_weights(),
@@ -248,25 +245,9 @@ fn lora_run_trains_only_the_adapters_and_resumes_exactly() {
         );
 
         let split = scratch(&format!("lora-split-{device}"));
-        let cfg = lora_config(&split, &device, &extra);
-        let stopped = train(
-            &cfg,
-            &RunOptions {
-                resume: None,
-                stop_after: Some(3),
-                force: false,
-            },
-        )
-        .unwrap();
-        train(
-            &cfg,
-            &RunOptions {
-                resume: Some(stopped.saved),
-                stop_after: None,
-                force: false,
-            },
-        )
-        .unwrap();
+        let set = lora_overrides(&split, &device, &extra);
+        train_in_own_process(tiny, &set, None, Some(3));
+        train_in_own_process(tiny, &set, Some(&split.join("checkpoint-3")), None);
         assert_eq!(
             deterministic(metrics(&whole)),
             deterministic(metrics(&split)),

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{deterministic, metrics, scratch, step_figures, train_devices as devices};
+use common::{
+    deterministic, metrics, scratch, step_figures, train_devices as devices, train_in_own_process,
+};
 use rrhf::device::DeviceChoice;
 use rrhf::train::{RunOptions, TrainConfig, train};
 use serde_json::Value;
@@ -16,12 +18,17 @@ use serde_json::Value;
 const CONFIG: &str = "configs/tiny-test.toml";
 
 fn config(out: &Path, device: &DeviceChoice, extra: &[&str]) -> TrainConfig {
+    TrainConfig::load(Path::new(CONFIG), &overrides(out, device, extra)).unwrap()
+}
+
+/// The `--set` overrides that put the tiny config's run in `out` on `device`, plus `extra`.
+fn overrides(out: &Path, device: &DeviceChoice, extra: &[&str]) -> Vec<String> {
     let mut set = vec![
         format!("output.dir={:?}", out.display().to_string()),
         format!("train.device={:?}", device.to_string()),
     ];
     set.extend(extra.iter().map(|s| s.to_string()));
-    TrainConfig::load(Path::new(CONFIG), &set).unwrap()
+    set
 }
 
 #[test]
@@ -77,42 +84,20 @@ fn tiny_model_learns_the_ranking() {
     }
 }
 
+/// Each run in its own process: see `train_in_own_process` for why.
 #[test]
 fn resume_continues_exactly() {
     for device in devices() {
         let extra = ["train.max_steps=8", "output.save_every=0"];
         let whole = scratch(&format!("train-whole-{device}"));
-        train(
-            &config(&whole, &device, &extra),
-            &RunOptions {
-                resume: None,
-                stop_after: None,
-                force: false,
-            },
-        )
-        .unwrap();
+        train_in_own_process(CONFIG, &overrides(&whole, &device, &extra), None, None);
 
         let split = scratch(&format!("train-split-{device}"));
-        let cfg = config(&split, &device, &extra);
-        let stopped = train(
-            &cfg,
-            &RunOptions {
-                resume: None,
-                stop_after: Some(3),
-                force: false,
-            },
-        )
-        .unwrap();
-        assert_eq!(stopped.saved, split.join("checkpoint-3"));
-        train(
-            &cfg,
-            &RunOptions {
-                resume: Some(stopped.saved),
-                stop_after: None,
-                force: false,
-            },
-        )
-        .unwrap();
+        let set = overrides(&split, &device, &extra);
+        train_in_own_process(CONFIG, &set, None, Some(3));
+        let stopped = split.join("checkpoint-3");
+        assert!(stopped.join("trainer_state.json").exists(), "{device}");
+        train_in_own_process(CONFIG, &set, Some(&stopped), None);
 
         let (a, b) = (
             deterministic(metrics(&whole)),

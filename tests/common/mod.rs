@@ -240,3 +240,36 @@ pub fn quantize_q8_0(data: &[f32]) -> Vec<u8> {
     }
     out
 }
+
+/// Runs `rrhf train --config <config>` with `set` overrides in a process of its own, as a user's
+/// run and its resume are, and panics with the run's stderr if it fails.
+///
+/// The resume tests compare whole and resumed runs made this way, not by calling `train` three
+/// times in the test's process: there burn's fusion keeps what it learned from the earlier runs,
+/// so a later run on wgpu can fuse a step's elementwise ops into other kernels, which round
+/// differently in the last bit (CI once saw a resumed lavapipe run's grad_norm at step 5 end in
+/// ...839 against ...841). Separate processes give the same bits.
+pub fn train_in_own_process(
+    config: &str,
+    set: &[String],
+    resume: Option<&Path>,
+    stop_after: Option<usize>,
+) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_rrhf"));
+    command.args(["train", "--config", config]);
+    for s in set {
+        command.args(["--set", s]);
+    }
+    if let Some(dir) = resume {
+        command.arg("--resume").arg(dir);
+    }
+    if let Some(n) = stop_after {
+        command.args(["--stop-after", &n.to_string()]);
+    }
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "rrhf train {set:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
