@@ -245,10 +245,12 @@ pub fn quantize_q8_0(data: &[f32]) -> Vec<u8> {
 /// run and its resume are, and panics with the run's stderr if it fails.
 ///
 /// The resume tests compare whole and resumed runs made this way, not by calling `train` three
-/// times in the test's process: there burn's fusion keeps what it learned from the earlier runs,
-/// so a later run on wgpu can fuse a step's elementwise ops into other kernels, which round
-/// differently in the last bit (CI once saw a resumed lavapipe run's grad_norm at step 5 end in
-/// ...839 against ...841). Separate processes give the same bits.
+/// times in the test's process: there a resumed lavapipe run once differed from the whole run
+/// in the last bit (CI: grad_norm at step 5 ending in ...839 against ...841). The cause is not
+/// pinned down; the suspect is state burn's fusion keeps across runs in one process (the plans
+/// it found), which can put a step's elementwise ops into other kernels that round differently.
+/// Separate processes, with autotune's picks cached (see `device::configure_runtime`), give the
+/// same bits.
 pub fn train_in_own_process(
     config: &str,
     set: &[String],
