@@ -96,6 +96,23 @@ enum Command {
         #[command(subcommand)]
         what: BenchCommand,
     },
+    /// Do two runs agree? Their metrics step by step (the largest relative difference of each, and
+    /// the first step beyond --rtol) and what differs between their run.json manifests. Exit
+    /// status 0 within the tolerance, 1 beyond it, 2 when the runs cannot be compared.
+    Compare {
+        /// A run's output directory (holding metrics.jsonl).
+        run_a: PathBuf,
+        run_b: PathBuf,
+        /// Values agree when |a - b| / max(|a|, |b|) <= rtol ...
+        #[arg(long, default_value_t = 1e-3)]
+        rtol: f64,
+        /// ... or |a - b| <= atol (for values that go to zero, such as a learned rank loss).
+        #[arg(long, default_value_t = 1e-6)]
+        atol: f64,
+        /// Also draw both loss curves and their difference into this PNG.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+    },
     /// Draw a run's metrics.jsonl as a PNG: loss, and reward (online) or eval accuracy, per step.
     /// `train` writes `<output.dir>/metrics.png` itself at the end of a run.
     Plot {
@@ -296,11 +313,46 @@ pub fn run() -> Result<()> {
         Command::Bench {
             what: BenchCommand::Step(args),
         } => bench::step(&args),
+        Command::Compare {
+            run_a,
+            run_b,
+            rtol,
+            atol,
+            plot,
+        } => compare_cmd(
+            &run_a,
+            &run_b,
+            crate::compare::Tolerance { rtol, atol },
+            plot,
+        ),
         Command::Plot { metrics, out } => {
             check_against_inputs(&out, "--out", &[("metrics file", &metrics)], true)?;
             crate::plot::plot_metrics(&metrics, &out)
         }
     }
+}
+
+fn compare_cmd(
+    a: &Path,
+    b: &Path,
+    tolerance: crate::compare::Tolerance,
+    plot: Option<PathBuf>,
+) -> Result<()> {
+    if !(tolerance.rtol >= 0.0 && tolerance.atol >= 0.0) {
+        bail!("--rtol and --atol must be numbers >= 0");
+    }
+    let comparison = crate::compare::compare(a, b, tolerance)?;
+    print!("{}", crate::compare::report(&comparison, tolerance));
+    if let Some(out) = plot {
+        let curves = crate::compare::loss_curves(a, b, tolerance)?;
+        let names = [a, b].map(crate::compare::run_name);
+        crate::plot::plot_comparison([&names[0], &names[1]], &curves, &out)?;
+        println!("plot: {}", out.display());
+    }
+    if !comparison.agrees() {
+        bail!("the runs differ beyond rtol {}", tolerance.rtol);
+    }
+    Ok(())
 }
 
 fn devices(json: bool) -> Result<()> {

@@ -6,12 +6,13 @@
 //! `kernels` (sequence log-prob and ranking reductions), `scoring` (a batch through the model to sequence scores), `loss` (the RRHF loss), `sampling`
 //! (generation and the k-response policies), `rewards` (rules, external scorers, reward models),
 //! `train` (the RRHF and reward-model trainer, offline and online), `eval` (held-out reward and
-//! win rate), `plot` (a PNG of a run's metrics), `bench` (speed and memory figures), `device` (where
+//! win rate), `compare` (do two runs agree), `plot` (a PNG of a run's metrics), `bench` (speed and memory figures), `device` (where
 //! tensors live) and `cli`.
 
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;
+pub mod compare;
 pub mod data;
 pub mod device;
 pub mod eval;

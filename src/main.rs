@@ -8,7 +8,12 @@ fn main() -> ExitCode {
         Err(e) => {
             // The whole context chain, without a backtrace: what failed, and in which file/field.
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // `rrhf compare` tells "differ" (1) from "cannot compare" (2), as diff and cmp do.
+            if e.downcast_ref::<rrhf::compare::Incomparable>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

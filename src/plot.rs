@@ -23,7 +23,7 @@ const FONT_PATHS: &[&str] = &[
 ];
 
 /// `(step, value)` points of one metric.
-type Series = Vec<(f64, f64)>;
+pub type Series = Vec<(f64, f64)>;
 
 struct RunSeries {
     loss: Series,
@@ -42,6 +42,36 @@ pub fn plot_metrics(metrics: &Path, out: &Path) -> Result<()> {
     register_font()?;
     let tmp = out.with_file_name(format!(".plot-tmp-{}.png", std::process::id()));
     draw(&run, &tmp).with_context(|| format!("cannot draw {}", out.display()))?;
+    std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(())
+}
+
+/// Draws two runs' loss curves (`[a, b, relative difference]`, as `rrhf compare` reads them) into
+/// the PNG file `out`: both curves above, their relative difference per step below.
+pub fn plot_comparison(names: [&str; 2], curves: &[Series; 3], out: &Path) -> Result<()> {
+    register_font()?;
+    let tmp = out.with_file_name(format!(".plot-tmp-{}.png", std::process::id()));
+    let draw = || -> Result<()> {
+        let root = BitMapBackend::new(&tmp, (1000, 760)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let panels = root.split_evenly((2, 1));
+        let [a, b, difference] = curves;
+        panel(
+            &panels[0],
+            "Loss per step",
+            "loss",
+            &[(names[0], a, BLUE), (names[1], b, RED)],
+        )?;
+        panel(
+            &panels[1],
+            "Relative difference of the loss",
+            "relative difference",
+            &[("difference", difference, BLACK)],
+        )?;
+        root.present()?;
+        Ok(())
+    };
+    draw().with_context(|| format!("cannot draw {}", out.display()))?;
     std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
     Ok(())
 }
