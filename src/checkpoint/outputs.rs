@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use super::TOKENIZER_FILES;
+use super::model_dir::TOKENIZER_FILES;
 use super::peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 use super::safetensors_dir::{INDEX_FILE, SINGLE_FILE};
 
