@@ -360,8 +360,7 @@ fn devices(json: bool) -> Result<()> {
 
 /// Selects the device and loads model and tokenizer, saying what was chosen.
 fn load(args: &ModelArgs) -> Result<(SelectedDevice, Llama, Tokenizer)> {
-    let selected = device::select(&args.device).context("--device")?;
-    eprintln!("device: {}", selected.description);
+    let selected = device::select_announced(&args.device, "--device")?;
     let start = Instant::now();
     let model = checkpoint::load_model(&args.model, &selected.device)?;
     let tokenizer = Tokenizer::load(&args.model, &model.config)?;
@@ -605,8 +604,7 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
     }
     let lines = read_query_lines(&args.queries, DEFAULT_MAX_LINE_BYTES)?;
     let mut reward = args.reward.build()?;
-    let selected = device::select(&args.model.device).context("--device")?;
-    eprintln!("device: {}", selected.description);
+    let selected = device::select_announced(&args.model.device, "--device")?;
     let settings = EvalSettings {
         sampling: args.sampling.clone(),
         template: args.model.template,

@@ -33,7 +33,7 @@ use crate::data::{
     RankBatch, TokenizeOptions, TokenizedExample, check_rankable, read_query_lines,
     read_ranked_jsonl, tokenize_examples,
 };
-use crate::device::{SelectedDevice, select};
+use crate::device::{SelectedDevice, select, select_announced};
 use crate::model::{Llama, Precision};
 use crate::scoring::final_hidden;
 use crate::tokenizer::Tokenizer;
@@ -507,8 +507,7 @@ fn select_devices(
     burn::tensor::Device,
     Vec<burn::tensor::Device>,
 )> {
-    let selected = select(&config.train.device).context("field `train.device`")?;
-    eprintln!("device: {}", selected.description);
+    let selected = select_announced(&config.train.device, "field `train.device`")?;
     let training_device =
         |d: &burn::tensor::Device| config.train.gradient_checkpointing.training_device(d);
     let device = training_device(&selected.device);
