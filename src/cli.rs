@@ -520,14 +520,7 @@ fn sample_cmd(args: SampleArgs) -> Result<()> {
         .iter()
         .map(|l| tokenizer.encode_query(&l.query, args.model.template))
         .collect::<Result<Vec<_>>>()?;
-    let bar = indicatif::ProgressBar::new(prompts.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "sampling {pos}/{len} queries [{bar:30}] {msg} ETA {eta}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
+    let bar = crate::progress::bar("sampling", " queries", prompts.len(), 0);
     let started = Instant::now();
     let mut tokens = 0usize;
     let samples = sample_responses(

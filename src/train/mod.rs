@@ -22,7 +22,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, anyhow, bail};
 use burn::module::Module;
 use burn::tensor::{FloatDType, Tensor};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -176,7 +176,7 @@ impl<'a> Run<'a> {
             train_set,
             online,
             eval_set,
-            progress: progress_bar(schedule.total, state.step),
+            progress: crate::progress::bar("step", "", schedule.total, state.step),
             schedule,
             stepper: OptimizerStep {
                 objective: Objective::of(config),
@@ -798,15 +798,4 @@ impl MetricsLog {
         }
         Ok(())
     }
-}
-
-fn progress_bar(total: usize, done: usize) -> ProgressBar {
-    let bar = ProgressBar::new(total as u64);
-    bar.set_style(
-        ProgressStyle::with_template("step {pos}/{len} [{bar:30}] {msg} ETA {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_position(done as u64);
-    bar
 }
