@@ -17,7 +17,9 @@ use crate::model::{Llama, ModelHead};
 pub use model_dir::{
     MAX_SHARD_BYTES, TOKENIZER_FILES, copy_tokenizer_files, load_checkpoint, load_config,
 };
-pub use outputs::{write_dir_atomically, write_file_atomically};
+pub use outputs::{
+    JsonlWriter, write_dir_atomically, write_file_atomically, write_jsonl_atomically,
+};
 pub use safetensors_dir::{SafetensorsFiles, SaveDtype};
 
 /// Loads a causal language model (`LlamaForCausalLM`) onto `device`, casting weights to f32.

@@ -15,7 +15,7 @@ pub mod step;
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::io::{BufRead, BufReader, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -28,7 +28,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde_json::json;
 
-use crate::checkpoint::{SaveDtype, load_checkpoint, load_model_storing, save_model};
+use crate::checkpoint::{JsonlWriter, SaveDtype, load_checkpoint, load_model_storing, save_model};
 use crate::data::{
     RankBatch, TokenizeOptions, TokenizedExample, check_rankable, read_query_lines,
     read_ranked_jsonl, tokenize_examples,
@@ -756,7 +756,7 @@ impl QueryOrder {
 /// `metrics.jsonl`, appended to. On resume, lines past the resumed step (from a run that went
 /// on after its last checkpoint) are dropped first.
 struct MetricsLog {
-    file: File,
+    file: JsonlWriter<File>,
     echo: bool,
 }
 
@@ -776,10 +776,11 @@ impl MetricsLog {
         } else {
             vec![]
         };
-        let mut file =
-            File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+        let mut file = JsonlWriter::new(
+            File::create(path).with_context(|| format!("cannot write {}", path.display()))?,
+        );
         for line in kept {
-            writeln!(file, "{line}")?;
+            file.write_line(&line)?;
         }
         Ok(Self {
             file,
@@ -788,8 +789,7 @@ impl MetricsLog {
     }
 
     fn write(&mut self, value: serde_json::Value, progress: &ProgressBar) -> Result<()> {
-        let line = value.to_string();
-        writeln!(self.file, "{line}")?;
+        let line = self.file.write(&value)?;
         self.file.flush()?;
         if self.echo {
             eprintln!("{line}");
