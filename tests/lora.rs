@@ -4,12 +4,12 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Command;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::{
-    deterministic, fixture, metrics, read_safetensors, scratch, test_devices, train_devices,
+    deterministic, fixture, metrics, read_safetensors, rrhf, scratch, test_devices, train_devices,
 };
 use rrhf::checkpoint::{SaveDtype, load_model, load_model_storing, save_model};
 use rrhf::device::DeviceChoice;
@@ -155,13 +155,13 @@ fn saved_adapters_reload_and_merge_from_the_cli() {
     assert!(d < 1e-4, "reloaded adapters differ from PEFT by {d}");
 
     let merged_dir = dir.join("merged");
-    let out = Command::new(env!("CARGO_BIN_EXE_rrhf"))
-        .args(["merge", "--adapter"])
-        .arg(&saved)
-        .arg("--out")
-        .arg(&merged_dir)
-        .output()
-        .unwrap();
+    let out = rrhf([
+        OsStr::new("merge"),
+        OsStr::new("--adapter"),
+        saved.as_os_str(),
+        OsStr::new("--out"),
+        merged_dir.as_os_str(),
+    ]);
     assert!(
         out.status.success(),
         "{}",
