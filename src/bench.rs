@@ -20,7 +20,7 @@ use serde_json::json;
 
 use crate::checkpoint::load_model_storing;
 use crate::data::TokenizedExample;
-use crate::device::{DeviceChoice, SelectedDevice, select};
+use crate::device::{DeviceChoice, SelectedDevice, select_announced};
 use crate::kernels::{
     fused_sequence_logprob, reference, seq_logprob_with_lse, sequence_logprob,
     sequence_logprob_backward,
@@ -60,8 +60,7 @@ pub struct KernelBench {
 pub fn kernels(args: &KernelBench) -> Result<()> {
     crate::kernels::check_logits_fit(args.s, args.t, args.v)
         .context("--s, --t, --v: the unfused head is measured too")?;
-    let selected = select(&args.device).context("--device")?;
-    eprintln!("device: {}", selected.description);
+    let selected = select_announced(&args.device, "--device")?;
     bench_seq_logprob(&selected, args);
     bench_head(&selected, args);
     Ok(())
@@ -332,8 +331,7 @@ pub fn step(args: &StepBench) -> Result<()> {
 /// The device and the model `rrhf bench step` runs: weights or random ones, LoRA adapters if
 /// asked, the precision checked against the device before anything is loaded.
 fn step_model(args: &StepBench) -> Result<(SelectedDevice, Llama)> {
-    let selected = select(&args.device).context("--device")?;
-    eprintln!("device: {}", selected.description);
+    let selected = select_announced(&args.device, "--device")?;
     let device = args
         .gradient_checkpointing
         .training_device(&selected.device);

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::bench;
 use crate::checkpoint::outputs::{check_against_inputs, check_output_dir, write_output_dir};
 use crate::checkpoint::{
-    self, SaveDtype, convert::convert_gguf, peft, write_file_atomically, write_model_files,
+    self, SaveDtype, convert::convert_gguf, peft, write_jsonl_atomically, write_model_files,
 };
 use crate::data::{DEFAULT_MAX_LINE_BYTES, ScoredBatch, read_query_lines};
 use crate::device::{self, DeviceChoice, SelectedDevice};
@@ -412,8 +412,7 @@ fn devices(json: bool) -> Result<()> {
 
 /// Selects the device and loads model and tokenizer, saying what was chosen.
 fn load(args: &ModelArgs) -> Result<(SelectedDevice, Llama, Tokenizer)> {
-    let selected = device::select(&args.device).context("--device")?;
-    eprintln!("device: {}", selected.description);
+    let selected = device::select_announced(&args.device, "--device")?;
     let start = Instant::now();
     let model = checkpoint::load_model(&args.model, &selected.device)?;
     let tokenizer = Tokenizer::load(&args.model, &model.config)?;
@@ -573,14 +572,7 @@ fn sample_cmd(args: SampleArgs) -> Result<()> {
         .iter()
         .map(|l| tokenizer.encode_query(&l.query, args.model.template))
         .collect::<Result<Vec<_>>>()?;
-    let bar = indicatif::ProgressBar::new(prompts.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "sampling {pos}/{len} queries [{bar:30}] {msg} ETA {eta}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
+    let bar = crate::progress::bar("sampling", " queries", prompts.len(), 0);
     let started = Instant::now();
     let mut tokens = 0usize;
     let samples = sample_responses(
@@ -598,16 +590,18 @@ fn sample_cmd(args: SampleArgs) -> Result<()> {
         },
     )?;
     bar.finish();
-    let mut out = String::new();
-    for (line, responses) in lines.iter().zip(&samples) {
-        let texts = responses
-            .iter()
-            .map(|g| tokenizer.response_text(&g.tokens))
-            .collect::<Result<Vec<_>>>()?;
-        out.push_str(&serde_json::json!({"query": line.query, "responses": texts}).to_string());
-        out.push('\n');
-    }
-    write_file_atomically(&args.out, out.as_bytes())?;
+    let rows = lines
+        .iter()
+        .zip(&samples)
+        .map(|(line, responses)| {
+            let texts = responses
+                .iter()
+                .map(|g| tokenizer.response_text(&g.tokens))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(serde_json::json!({"query": line.query, "responses": texts}))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    write_jsonl_atomically(&args.out, &rows)?;
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(
         "wrote {} queries x {} responses to {}: {tokens} tokens in {seconds:.1} s ({:.1} tokens/s)",
@@ -633,12 +627,11 @@ fn score_cmd(args: ScoreArgs) -> Result<()> {
     let queries: Vec<String> = lines.iter().map(|l| l.query.clone()).collect();
     let responses: Vec<Vec<String>> = lines.iter().map(|l| l.responses.clone()).collect();
     let scores = score_responses(reward.as_mut(), &queries, &responses)?;
-    let mut out = String::new();
-    for ((q, rs), ss) in queries.iter().zip(&responses).zip(&scores) {
-        out.push_str(&serde_json::json!({"query": q, "responses": rs, "scores": ss}).to_string());
-        out.push('\n');
-    }
-    write_file_atomically(&args.out, out.as_bytes())?;
+    let rows = queries.iter().zip(&responses).zip(&scores);
+    write_jsonl_atomically(
+        &args.out,
+        rows.map(|((q, rs), ss)| serde_json::json!({"query": q, "responses": rs, "scores": ss})),
+    )?;
     let flat: Vec<f64> = scores.into_iter().flatten().collect();
     let (mean, std) = crate::rewards::mean_std(&flat);
     eprintln!(
@@ -657,8 +650,7 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
     }
     let lines = read_query_lines(&args.queries, DEFAULT_MAX_LINE_BYTES)?;
     let mut reward = args.reward.build()?;
-    let selected = device::select(&args.model.device).context("--device")?;
-    eprintln!("device: {}", selected.description);
+    let selected = device::select_announced(&args.model.device, "--device")?;
     let settings = EvalSettings {
         sampling: args.sampling.clone(),
         template: args.model.template,
@@ -681,18 +673,14 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
         )?);
     }
     if let Some(path) = &args.answers {
-        let mut out = String::new();
-        for (i, line) in lines.iter().enumerate() {
+        let rows = lines.iter().enumerate().map(|(i, line)| {
             let per_model: Vec<serde_json::Value> = evals
                 .iter()
                 .map(|e| serde_json::json!({"model": e.model, "answer": e.answers[i], "reward": e.rewards[i]}))
                 .collect();
-            out.push_str(
-                &serde_json::json!({"query": line.query, "answers": per_model}).to_string(),
-            );
-            out.push('\n');
-        }
-        write_file_atomically(path, out.as_bytes())?;
+            serde_json::json!({"query": line.query, "answers": per_model})
+        });
+        write_jsonl_atomically(path, rows)?;
     }
     eprintln!("{}", eval_table(&evals, &reward.describe(), lines.len()));
     let summary = |e: &ModelEval| {

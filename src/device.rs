@@ -22,7 +22,7 @@ use std::str::FromStr;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::backend::{WgpuBackend, WgpuDevice, WgpuDeviceKind};
 use burn::tensor::{Device, Tensor};
 
@@ -424,6 +424,14 @@ fn device_list(adapters: &[Adapter]) -> String {
         }
     }
     format!("the devices here are: {}", names.join(", "))
+}
+
+/// [`select`], its error under `field` (the option or config field that named the device), and
+/// the choice announced on stderr as `device: ...`: what every command that computes does first.
+pub fn select_announced(choice: &DeviceChoice, field: &'static str) -> Result<SelectedDevice> {
+    let selected = select(choice).context(field)?;
+    eprintln!("device: {}", selected.description);
+    Ok(selected)
 }
 
 pub fn select(choice: &DeviceChoice) -> Result<SelectedDevice> {

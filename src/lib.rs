@@ -20,6 +20,7 @@ pub mod kernels;
 pub mod loss;
 pub mod model;
 pub mod plot;
+pub mod progress;
 pub mod rewards;
 pub mod sampling;
 pub mod scoring;

@@ -3,16 +3,9 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::{fixture, json, scratch};
-
-fn rrhf(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rrhf"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+use common::{assert_refused, fixture, json, rrhf, scratch};
 
 fn stdout_json(out: &Output) -> serde_json::Value {
     assert!(
@@ -113,19 +106,6 @@ fn generate_prints_text_and_speed() {
     );
 }
 
-fn assert_clean_error(out: &Output, must_contain: &[&str]) {
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("error:"), "{stderr}");
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
-        "{stderr}"
-    );
-    for s in must_contain {
-        assert!(stderr.contains(s), "expected {s:?} in: {stderr}");
-    }
-}
-
 #[test]
 fn bad_input_is_an_error_line_not_a_panic() {
     let out = rrhf(&[
@@ -139,7 +119,7 @@ fn bad_input_is_an_error_line_not_a_panic() {
         "--device",
         "cpu",
     ]);
-    assert_clean_error(&out, &["/nonexistent/model/config.json"]);
+    assert_refused(&out, &["/nonexistent/model/config.json"]);
 
     let dir = scratch("cli-bad-config");
     std::fs::write(
@@ -156,7 +136,7 @@ fn bad_input_is_an_error_line_not_a_panic() {
         "--device",
         "cpu",
     ]);
-    assert_clean_error(&out, &["config.json", "missing field `intermediate_size`"]);
+    assert_refused(&out, &["config.json", "missing field `intermediate_size`"]);
 
     let gguf = dir.join("broken.gguf");
     std::fs::write(&gguf, b"GGUF\x03\x00\x00\x00").unwrap();
@@ -167,7 +147,7 @@ fn bad_input_is_an_error_line_not_a_panic() {
         "--out",
         dir.join("out").to_str().unwrap(),
     ]);
-    assert_clean_error(&out, &["broken.gguf"]);
+    assert_refused(&out, &["broken.gguf"]);
 
     let out = rrhf(&[
         "generate", "--model", "x", "--prompt", "x", "--device", "tpu",
@@ -260,6 +240,6 @@ fn bench_step_reports_the_step() {
         "bf16",
     ]);
     if common::test_devices().iter().any(|d| d.is_wgpu) {
-        assert_clean_error(&refused, &["--precision bf16"]);
+        assert_refused(&refused, &["--precision bf16"]);
     }
 }

@@ -6,9 +6,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
-use common::{fixture, scratch};
+use common::{TINY_CONFIG, fixture, rrhf_command, scratch};
 use rrhf::data::{RankBatch, TokenizedExample};
 use rrhf::loss::LossConfig;
 use rrhf::scoring::final_hidden;
@@ -58,25 +57,24 @@ fn fusion_and_autotune_follow_the_plain_path_over_three_steps() {
     }
     let run = |name: &str, switch: &str| {
         let out = scratch(name);
-        let status = Command::new(env!("CARGO_BIN_EXE_rrhf"))
-            .args([
-                "train",
-                "--config",
-                "configs/tiny-test.toml",
-                "--set",
-                &format!("output.dir={:?}", out.display().to_string()),
-                "--set",
-                "train.device=\"wgpu-cpu\"",
-                "--set",
-                "train.max_steps=3",
-                "--set",
-                "output.eval_every=0",
-            ])
-            .env("RRHF_FUSION", switch)
-            .env("RRHF_AUTOTUNE", switch)
-            .env("RRHF_CACHE_DIR", out.join("cache"))
-            .output()
-            .unwrap();
+        let status = rrhf_command([
+            "train",
+            "--config",
+            TINY_CONFIG,
+            "--set",
+            &format!("output.dir={:?}", out.display().to_string()),
+            "--set",
+            "train.device=\"wgpu-cpu\"",
+            "--set",
+            "train.max_steps=3",
+            "--set",
+            "output.eval_every=0",
+        ])
+        .env("RRHF_FUSION", switch)
+        .env("RRHF_AUTOTUNE", switch)
+        .env("RRHF_CACHE_DIR", out.join("cache"))
+        .output()
+        .unwrap();
         assert!(
             status.status.success(),
             "{}",

@@ -4,12 +4,12 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Command;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::{
-    deterministic, fixture, metrics, read_safetensors, scratch, test_devices, train_devices,
+    deterministic, fixture, metrics, read_safetensors, rrhf, scratch, test_devices, train_devices,
     train_in_own_process,
 };
 use rrhf::checkpoint::{SaveDtype, load_model, load_model_storing, save_model};
@@ -156,13 +156,13 @@ fn saved_adapters_reload_and_merge_from_the_cli() {
     assert!(d < 1e-4, "reloaded adapters differ from PEFT by {d}");
 
     let merged_dir = dir.join("merged");
-    let out = Command::new(env!("CARGO_BIN_EXE_rrhf"))
-        .args(["merge", "--adapter"])
-        .arg(&saved)
-        .arg("--out")
-        .arg(&merged_dir)
-        .output()
-        .unwrap();
+    let out = rrhf([
+        OsStr::new("merge"),
+        OsStr::new("--adapter"),
+        saved.as_os_str(),
+        OsStr::new("--out"),
+        merged_dir.as_os_str(),
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -211,7 +211,7 @@ fn lora_run_trains_only_the_adapters_and_resumes_exactly() {
             "output.eval_every=8",
         ];
         let whole = scratch(&format!("lora-whole-{device}"));
-        let tiny = "configs/tiny-test.toml";
+        let tiny = common::TINY_CONFIG;
         train_in_own_process(tiny, &lora_overrides(&whole, &device, &extra), None, None);
         let evals: Vec<f64> = deterministic(metrics(&whole))
             .iter()

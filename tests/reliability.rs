@@ -9,37 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{fixture, metrics, scratch};
-
-const TINY_CONFIG: &str = "configs/tiny-test.toml";
-
-/// The binary under test: this build's, or `RRHF_BIN` (to show what another build does with the
-/// same input, e.g. one from before these rules).
-fn bin() -> String {
-    std::env::var("RRHF_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_rrhf").to_string())
-}
-
-fn rrhf(args: &[&str]) -> Output {
-    Command::new(bin()).args(args).output().unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// A failure with an `error:` line holding every one of `must_contain`, and no panic.
-fn assert_refused(out: &Output, must_contain: &[&str]) {
-    let err = stderr(out);
-    assert!(
-        !out.status.success(),
-        "expected a failure, got success: {err}"
-    );
-    assert!(err.contains("error:"), "{err}");
-    assert!(!err.contains("panicked"), "a panic, not an error: {err}");
-    for s in must_contain {
-        assert!(err.contains(s), "expected {s:?} in: {err}");
-    }
-}
+use common::{TINY_CONFIG, assert_refused, fixture, metrics, rrhf, rrhf_command, scratch, stderr};
 
 fn assert_ok(out: &Output) {
     assert!(out.status.success(), "{}", stderr(out));
@@ -310,8 +280,7 @@ fn of_two_runs_started_at_once_exactly_one_runs() {
     let out = scratch("rel-race");
     let args = train_args(s(&out), &["--set", "train.max_steps=6"]);
     let spawn = || {
-        Command::new(bin())
-            .args(&args)
+        rrhf_command(&args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()

@@ -5,9 +5,8 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 
-use common::{fixture, json};
+use common::{fixture, json, rrhf_ok as rrhf};
 
 fn model_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("RRHF_SMOLLM2")
@@ -24,20 +23,6 @@ fn model_dir() -> Option<PathBuf> {
         );
         None
     }
-}
-
-fn rrhf(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_rrhf"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "rrhf {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]

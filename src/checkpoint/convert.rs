@@ -19,8 +19,8 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, PostProcessorWrapper, PreTokenizerWrapper, SplitDelimiterBehavior};
 
-use super::MAX_SHARD_BYTES;
 use super::gguf::{GgufFile, Value};
+use super::model_dir::MAX_SHARD_BYTES;
 use super::outputs::{check_output_dir, write_output_dir};
 use super::safetensors_dir::{SaveDtype, write_weights};
 use crate::model::{HostTensor, LlamaConfig, checkpoint_tensors};

@@ -3,39 +3,24 @@
 
 pub mod convert;
 pub mod gguf;
+pub mod model_dir;
 pub mod outputs;
 pub mod peft;
 pub mod safetensors_dir;
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::tensor::{Device, FloatDType};
 
-use crate::model::{Llama, LlamaConfig, ModelHead, checkpoint_tensors};
-pub use outputs::{write_dir_atomically, write_file_atomically};
+use crate::model::{Llama, ModelHead};
+pub use model_dir::{
+    MAX_SHARD_BYTES, TOKENIZER_FILES, copy_tokenizer_files, load_checkpoint, load_config,
+};
+pub use outputs::{
+    JsonlWriter, write_dir_atomically, write_file_atomically, write_jsonl_atomically,
+};
 pub use safetensors_dir::{SafetensorsFiles, SaveDtype};
-
-/// The files besides config and weights that make a directory usable by transformers.
-pub const TOKENIZER_FILES: &[&str] = &[
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-    "chat_template.json",
-    "generation_config.json",
-    "tokenizer.model",
-];
-
-/// Shards larger than this are split, as transformers' `save_pretrained` does.
-pub const MAX_SHARD_BYTES: usize = 5 << 30;
-
-/// Tensors some checkpoints carry that the forward pass recomputes.
-const IGNORED_TENSORS: &[&str] = &["rotary_emb.inv_freq"];
-
-pub fn load_config(dir: &Path) -> Result<LlamaConfig> {
-    LlamaConfig::from_file(&dir.join("config.json"))
-}
 
 /// Loads a causal language model (`LlamaForCausalLM`) onto `device`, casting weights to f32.
 ///
@@ -78,34 +63,6 @@ pub fn load_reward_model(dir: &Path, device: &Device) -> Result<Llama> {
     load_checkpoint(dir, device, FloatDType::F32)
 }
 
-/// Loads a checkpoint directory of either kind onto `device`, casting weights to f32.
-pub fn load_checkpoint(dir: &Path, device: &Device, projections: FloatDType) -> Result<Llama> {
-    let config = load_config(dir)?;
-    let files = SafetensorsFiles::open(dir)?;
-    let expected: std::collections::HashSet<String> = checkpoint_tensors(&config)
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
-    let mut unexpected: Vec<&str> = files
-        .names()
-        .filter(|n| !expected.contains(*n) && !IGNORED_TENSORS.iter().any(|i| n.ends_with(i)))
-        .filter(|n| !(config.tie_word_embeddings && *n == "lm_head.weight"))
-        .filter(|n| !(config.head == ModelHead::Score && *n == "lm_head.weight"))
-        .collect();
-    if !unexpected.is_empty() {
-        unexpected.sort();
-        eprintln!(
-            "warning: {}: {} tensors that a LLaMA of this config does not use, e.g. {:?}",
-            dir.display(),
-            unexpected.len(),
-            &unexpected[..unexpected.len().min(3)]
-        );
-    }
-    let mut source = |name: &str, _shape: &[usize]| files.read_f32(name);
-    Llama::from_weights(config, &mut source, device, projections)
-        .with_context(|| format!("cannot load model from {}", dir.display()))
-}
-
 /// Saves `model` as a Hugging Face directory, with the tokenizer files of `tokenizer_from` when
 /// given. The directory is written under a temporary name and renamed into place.
 pub fn save_model(
@@ -138,17 +95,6 @@ pub fn write_model_files(
     safetensors_dir::write_weights(dir, &model.checkpoint_weights(), dtype, MAX_SHARD_BYTES)?;
     if let Some(src) = tokenizer_from {
         copy_tokenizer_files(src, dir)?;
-    }
-    Ok(())
-}
-
-pub fn copy_tokenizer_files(from: &Path, to: &Path) -> Result<()> {
-    for name in TOKENIZER_FILES {
-        let src = from.join(name);
-        if src.exists() {
-            std::fs::copy(&src, to.join(name))
-                .with_context(|| format!("cannot copy {}", src.display()))?;
-        }
     }
     Ok(())
 }

@@ -11,11 +11,13 @@
 //! - What a killed writer left behind (`.NAME.tmp-PID`, `.NAME.old-PID`) is cleared away by the
 //!   next run in that directory ([`clear_leftovers`]).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use serde::Serialize;
 
-use super::TOKENIZER_FILES;
+use super::model_dir::TOKENIZER_FILES;
 use super::peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 use super::safetensors_dir::{INDEX_FILE, SINGLE_FILE};
 
@@ -293,7 +295,7 @@ pub fn write_file_atomically(path: &Path, contents: &[u8]) -> Result<()> {
     let tmp = temporary_name(path, "tmp");
     let write = || -> Result<()> {
         let mut file = std::fs::File::create(&tmp)?;
-        std::io::Write::write_all(&mut file, contents)?;
+        file.write_all(contents)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;
         Ok(())
@@ -302,6 +304,56 @@ pub fn write_file_atomically(path: &Path, contents: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         e.context(format!("cannot write {}", path.display()))
     })
+}
+
+/// JSON Lines, the format of every `.jsonl` file rrhf writes (`metrics.jsonl`, an online run's
+/// `samples/round-N.jsonl`, the outputs of `sample`, `score` and `eval --answers`): one value a
+/// line as compact JSON (serde_json's `to_string`), each line ended by `\n`.
+pub struct JsonlWriter<W: Write> {
+    out: W,
+}
+
+impl<W: Write> JsonlWriter<W> {
+    pub fn new(out: W) -> Self {
+        Self { out }
+    }
+
+    /// Writes `value` as one line and returns the line's text (without its newline).
+    pub fn write(&mut self, value: &impl Serialize) -> Result<String> {
+        let line = serde_json::to_string(value)?;
+        self.write_line(&line)?;
+        Ok(line)
+    }
+
+    /// Writes a line that is JSON Lines already (one read back from such a file) as it is.
+    pub fn write_line(&mut self, line: &str) -> Result<()> {
+        let mut bytes = Vec::with_capacity(line.len() + 1);
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
+        self.out.write_all(&bytes)?;
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> Result<()> {
+        self.out.flush()?;
+        Ok(())
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+/// Writes `values` as a JSON Lines file ([`JsonlWriter`]) by [`write_file_atomically`].
+pub fn write_jsonl_atomically<T: Serialize>(
+    path: &Path,
+    values: impl IntoIterator<Item = T>,
+) -> Result<()> {
+    let mut writer = JsonlWriter::new(Vec::new());
+    for value in values {
+        writer.write(&value)?;
+    }
+    write_file_atomically(path, &writer.into_inner())
 }
 
 /// A leftover of an interrupted write in a directory: `.NAME.tmp-PID` or `.NAME.old-PID`.

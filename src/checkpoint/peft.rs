@@ -11,8 +11,8 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, FloatDType, TensorData};
 use serde_json::{Value, json};
 
+use super::model_dir::{copy_tokenizer_files, load_checkpoint};
 use super::safetensors_dir::{SafetensorsFiles, SaveDtype, write_file};
-use super::{copy_tokenizer_files, load_checkpoint};
 use crate::model::{DecoderLayer, HostTensor, LORA_TARGETS, Llama, Lora, LoraConfig};
 
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";

@@ -10,7 +10,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Autodiff, AutodiffBackend};
 
-use super::{PairLoss, RrhfKernels};
+use super::contract::{PairLoss, RrhfKernels};
 
 #[derive(Debug)]
 struct SeqLogprobBackward;

@@ -11,8 +11,8 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::{CubeBackend, tensor::CubeTensor};
 use cubecl::{CubeCount, CubeDim};
 
+use super::contract::{PairLoss, RrhfKernels};
 use super::cube_kernels;
-use super::{PairLoss, RrhfKernels};
 
 /// Units per cube of the row kernels (a power of two: the tree reduction halves it).
 pub const ROW_CUBE: u32 = 256;
@@ -66,7 +66,7 @@ fn rank_grid(n: usize) -> CubeCount {
 fn dims3(t: &CubeTensor) -> [usize; 3] {
     let d = t.meta.shape().dims::<3>();
     assert!(
-        d.iter().product::<usize>() <= super::MAX_LOGITS,
+        d.iter().product::<usize>() <= super::contract::MAX_LOGITS,
         "logits of shape {d:?} exceed the 2^32 elements the kernels index (check_logits_fit \
          refuses them)"
     );

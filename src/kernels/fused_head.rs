@@ -12,11 +12,30 @@
 //! backward recomputes each chunk's logits from the saved logsumexp (one more head matmul than
 //! the unfused path, the price of not keeping the logits).
 
-use burn::backend::TensorMetadata;
 use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{Backend, TensorMetadata};
 use burn::tensor::{FloatDType, IndexingUpdateOp, Shape, Slice};
 
-use super::RrhfKernels;
+/// What the fused head needs of a backend beyond burn's ops: the two sequence log-prob kernels.
+/// Every backend of the kernels' trait has them (the blanket impl in `contract.rs`); declared
+/// here so that this file depends on nothing of the trait it supplies default methods to.
+pub trait RowKernels: Backend {
+    /// `(sum [S], lse [S, T])` of logits `[S, T, V]`, as `RrhfKernels::seq_logprob_forward`.
+    fn row_logprob_forward(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        mask: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// `d logits [S, T, V]`, as `RrhfKernels::seq_logprob_backward`.
+    fn row_logprob_backward(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        mask: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+}
 
 /// What computes the row reductions over each chunk of logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +48,7 @@ pub enum RowOps {
 
 /// `(sum [S], lse [S·T])`: the summed masked target log-probs and every row's logsumexp (padding
 /// rows included, so that the backward's `exp(logit - lse)` stays at most 1 everywhere).
-pub fn forward<B: RrhfKernels>(
+pub fn forward<B: RowKernels>(
     hidden: FloatTensor<B>,
     weight: FloatTensor<B>,
     targets: IntTensor<B>,
@@ -56,7 +75,7 @@ pub fn forward<B: RrhfKernels>(
             // kernel skips masked rows), for every row's logsumexp; its log-prob sum is unused.
             RowOps::Kernels => {
                 let c = end - start;
-                let (_, lse) = B::seq_logprob_forward(
+                let (_, lse) = B::row_logprob_forward(
                     B::float_reshape(logits, Shape::new([1, n, c])),
                     B::int_reshape(
                         B::int_mul_scalar(targets.clone(), 0.into()),
@@ -96,7 +115,7 @@ pub fn forward<B: RrhfKernels>(
 /// when `weight_grad`. With g_n = grad[seq(n)] · mask_n and p = softmax(logits_n):
 /// d h_n = g_n (W[target_n] - Σ_v p_v W_v), d W_v = Σ_n g_n (1[v = target_n] - p_v) h_n.
 #[allow(clippy::too_many_arguments)]
-pub fn backward<B: RrhfKernels>(
+pub fn backward<B: RowKernels>(
     hidden: FloatTensor<B>,
     weight: FloatTensor<B>,
     targets: IntTensor<B>,
@@ -129,7 +148,7 @@ pub fn backward<B: RrhfKernels>(
             RowOps::Kernels => {
                 let c = end - start;
                 let shifted = B::int_sub_scalar(targets.clone(), (start as i64).into());
-                let d_logits = B::seq_logprob_backward(
+                let d_logits = B::row_logprob_backward(
                     B::float_reshape(logits, Shape::new([1, n, c])),
                     B::int_reshape(shifted, Shape::new([1, n])),
                     B::float_reshape(g.clone(), Shape::new([1, n])),
@@ -171,13 +190,13 @@ pub fn backward<B: RrhfKernels>(
     (B::float_reshape(d_h, Shape::new([s, t, d])), d_w)
 }
 
-fn vocab<B: RrhfKernels>(weight: &FloatTensor<B>) -> usize {
+fn vocab<B: Backend>(weight: &FloatTensor<B>) -> usize {
     weight.shape().dims::<2>()[0]
 }
 
 /// `[N, end - start]`: the logits of vocabulary rows `start..end`, laid out row-major so that the
 /// elementwise work on them runs over contiguous memory.
-fn chunk_logits<B: RrhfKernels>(
+fn chunk_logits<B: Backend>(
     h: &FloatTensor<B>,
     weight: &FloatTensor<B>,
     start: usize,

@@ -7,7 +7,7 @@
 use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::{IndexingUpdateOp, Int, Tensor};
 
-use super::PairLoss;
+use super::contract::PairLoss;
 
 /// Per sequence, the summed log-prob of the masked targets `[S]`, and the per-row logsumexp
 /// `[S, T]` the backward pass reuses.

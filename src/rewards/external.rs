@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::{Reward, Scoring};
+use super::interface::{Reward, Scoring};
 
 pub struct ExternalScorer {
     command: String,
@@ -20,11 +20,11 @@ pub struct ExternalScorer {
 
 impl ExternalScorer {
     /// A scorer running `command`, stopped after `timeout_secs` per batch
-    /// ([`super::check_timeout`] says which timeouts are allowed).
+    /// ([`super::interface::check_timeout`] says which timeouts are allowed).
     pub fn new(command: &str, timeout_secs: f64) -> Result<Self> {
         Ok(Self {
             command: command.trim().to_string(),
-            timeout: super::check_timeout(timeout_secs)?,
+            timeout: super::interface::check_timeout(timeout_secs)?,
         })
     }
 }
@@ -184,7 +184,7 @@ fn parse_scores(stdout: &str, items: &[Scoring<'_>]) -> Result<Vec<f64>> {
                 format!(
                     "output line {} (the score of a response to query {})",
                     i + 1,
-                    super::quoted_start(item.query)
+                    super::interface::quoted_start(item.query)
                 )
             };
             let value: f64 = line

@@ -4,41 +4,16 @@
 //! scalar head).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 
 pub mod external;
+mod interface;
 pub mod model;
 pub mod rules;
 
-/// One response to score, with the query it answers (raw text, no chat template).
-#[derive(Debug, Clone, Copy, serde::Serialize)]
-pub struct Scoring<'a> {
-    pub query: &'a str,
-    pub response: &'a str,
-}
-
-pub trait Reward {
-    /// What `--reward` named, for logs and summaries.
-    fn describe(&self) -> String;
-    /// One finite score per item, in order.
-    fn score(&mut self, items: &[Scoring<'_>]) -> Result<Vec<f64>>;
-}
-
-/// How long an external scorer may take for one batch unless told otherwise.
-pub const DEFAULT_TIMEOUT_SECS: f64 = 120.0;
-
-/// A scorer timeout must be a positive number of seconds, at most a year.
-pub fn check_timeout(secs: f64) -> Result<Duration> {
-    if !(secs.is_finite() && secs > 0.0 && secs <= 365.0 * 86400.0) {
-        bail!(
-            "the scorer timeout must be a positive number of seconds (at most a year), got {secs}"
-        );
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
+pub use interface::{DEFAULT_TIMEOUT_SECS, Reward, Scoring, check_timeout, quoted_start};
 
 #[derive(Debug, Clone)]
 pub struct RewardOptions {
@@ -137,15 +112,6 @@ pub fn score_all(reward: &mut dyn Reward, items: &[Scoring<'_>]) -> Result<Vec<f
         );
     }
     Ok(scores)
-}
-
-/// The start of `text` in quotes, for messages that name a query.
-pub fn quoted_start(text: &str) -> String {
-    const SHOWN: usize = 80;
-    match text.char_indices().nth(SHOWN) {
-        Some((end, _)) => format!("{:?}...", &text[..end]),
-        None => format!("{text:?}"),
-    }
 }
 
 /// Mean and (population) standard deviation.

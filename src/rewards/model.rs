@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use burn::tensor::Device;
 
-use super::{Reward, Scoring};
+use super::interface::{Reward, Scoring};
 use crate::checkpoint::load_reward_model;
 use crate::data::{RankedExample, ScoredBatch, TokenizeOptions, tokenize_example};
 use crate::model::Llama;

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result, bail};
 use regex::Regex;
 
-use super::{Reward, Scoring};
+use super::interface::{Reward, Scoring};
 
 #[derive(Debug, Clone)]
 pub enum Rule {

@@ -13,7 +13,7 @@
 use anyhow::{Result, ensure};
 use std::collections::HashMap;
 
-use super::{Generated, Prefilled, decode_step, prefill};
+use super::decode::{Generated, Prefilled, decode_step, prefill};
 use crate::model::Llama;
 
 #[derive(Debug, Clone, PartialEq)]

@@ -15,25 +15,25 @@ pub mod step;
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::io::{BufRead, BufReader, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 use burn::module::Module;
 use burn::tensor::{FloatDType, Tensor};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde_json::json;
 
-use crate::checkpoint::{SaveDtype, load_checkpoint, load_model_storing, save_model};
+use crate::checkpoint::{JsonlWriter, SaveDtype, load_checkpoint, load_model_storing, save_model};
 use crate::data::{
     RankBatch, TokenizeOptions, TokenizedExample, check_rankable, read_query_lines,
     read_ranked_jsonl, tokenize_examples,
 };
-use crate::device::{SelectedDevice, select};
+use crate::device::{SelectedDevice, select, select_announced};
 use crate::model::{Llama, Precision};
 use crate::scoring::final_hidden;
 use crate::tokenizer::Tokenizer;
@@ -176,7 +176,7 @@ impl<'a> Run<'a> {
             train_set,
             online,
             eval_set,
-            progress: progress_bar(schedule.total, state.step),
+            progress: crate::progress::bar("step", "", schedule.total, state.step),
             schedule,
             stepper: OptimizerStep {
                 objective: Objective::of(config),
@@ -507,8 +507,7 @@ fn select_devices(
     burn::tensor::Device,
     Vec<burn::tensor::Device>,
 )> {
-    let selected = select(&config.train.device).context("field `train.device`")?;
-    eprintln!("device: {}", selected.description);
+    let selected = select_announced(&config.train.device, "field `train.device`")?;
     let training_device =
         |d: &burn::tensor::Device| config.train.gradient_checkpointing.training_device(d);
     let device = training_device(&selected.device);
@@ -757,7 +756,7 @@ impl QueryOrder {
 /// `metrics.jsonl`, appended to. On resume, lines past the resumed step (from a run that went
 /// on after its last checkpoint) are dropped first.
 struct MetricsLog {
-    file: File,
+    file: JsonlWriter<File>,
     echo: bool,
 }
 
@@ -777,10 +776,11 @@ impl MetricsLog {
         } else {
             vec![]
         };
-        let mut file =
-            File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+        let mut file = JsonlWriter::new(
+            File::create(path).with_context(|| format!("cannot write {}", path.display()))?,
+        );
         for line in kept {
-            writeln!(file, "{line}")?;
+            file.write_line(&line)?;
         }
         Ok(Self {
             file,
@@ -789,8 +789,7 @@ impl MetricsLog {
     }
 
     fn write(&mut self, value: serde_json::Value, progress: &ProgressBar) -> Result<()> {
-        let line = value.to_string();
-        writeln!(self.file, "{line}")?;
+        let line = self.file.write(&value)?;
         self.file.flush()?;
         if self.echo {
             eprintln!("{line}");
@@ -799,15 +798,4 @@ impl MetricsLog {
         }
         Ok(())
     }
-}
-
-fn progress_bar(total: usize, done: usize) -> ProgressBar {
-    let bar = ProgressBar::new(total as u64);
-    bar.set_style(
-        ProgressStyle::with_template("step {pos}/{len} [{bar:30}] {msg} ETA {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_position(done as u64);
-    bar
 }

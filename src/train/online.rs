@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use super::config::OnlineSection;
-use crate::checkpoint::{load_model, write_file_atomically};
+use crate::checkpoint::{load_model, write_jsonl_atomically};
 use crate::data::{
     QueryLine, RankedExample, ScoredBatch, TokenizeOptions, TokenizedExample, read_ranked_jsonl,
     tokenize_examples,
@@ -266,12 +266,10 @@ impl OnlineSampler {
 }
 
 fn write_round(path: &Path, examples: &[RankedExample]) -> Result<()> {
-    let mut text = String::new();
-    for ex in examples {
-        text.push_str(
-            &json!({"query": ex.query, "responses": ex.responses, "scores": ex.scores}).to_string(),
-        );
-        text.push('\n');
-    }
-    write_file_atomically(path, text.as_bytes())
+    write_jsonl_atomically(
+        path,
+        examples
+            .iter()
+            .map(|ex| json!({"query": ex.query, "responses": ex.responses, "scores": ex.scores})),
+    )
 }

@@ -1,11 +1,86 @@
-//! Helpers shared by the integration tests: fixture paths, the devices to test on, reading
-//! expected tensors, and a small GGUF writer (tests write their own GGUF files).
+//! Helpers shared by the integration tests: fixture paths, the devices to test on, the `rrhf`
+//! binary and the tiny training config, reading expected tensors, and a small GGUF writer
+//! (tests write their own GGUF files).
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use rrhf::device::{DeviceChoice, SelectedDevice, select};
+use rrhf::train::TrainConfig;
+
+/// The tiny model's training config: a few seconds a run.
+pub const TINY_CONFIG: &str = "configs/tiny-test.toml";
+
+/// [`TINY_CONFIG`] writing to `out` on `device`, with `extra` `--set` overrides.
+pub fn tiny_config(out: &Path, device: &DeviceChoice, extra: &[&str]) -> TrainConfig {
+    TrainConfig::load(Path::new(TINY_CONFIG), &tiny_overrides(out, device, extra)).unwrap()
+}
+
+/// The `--set` overrides of [`tiny_config`], for a run of `rrhf train` itself.
+pub fn tiny_overrides(out: &Path, device: &DeviceChoice, extra: &[&str]) -> Vec<String> {
+    let mut set = vec![
+        format!("output.dir={:?}", out.display().to_string()),
+        format!("train.device={:?}", device.to_string()),
+    ];
+    set.extend(extra.iter().map(|s| s.to_string()));
+    set
+}
+
+/// The binary under test: this build's, or `RRHF_BIN` (to show what another build does with the
+/// same input, e.g. one from before a rule).
+pub fn bin() -> String {
+    std::env::var("RRHF_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_rrhf").to_string())
+}
+
+/// `rrhf ARGS`, not yet run: for tests that add environment variables, pipes or a kill.
+pub fn rrhf_command<S: AsRef<OsStr>>(args: impl IntoIterator<Item = S>) -> Command {
+    let mut command = Command::new(bin());
+    command.args(args);
+    command
+}
+
+/// Runs `rrhf ARGS` to its end.
+pub fn rrhf<S: AsRef<OsStr>>(args: impl IntoIterator<Item = S>) -> Output {
+    rrhf_command(args).output().unwrap()
+}
+
+/// Runs `rrhf ARGS`, which must succeed: passes its stderr on and returns its stdout.
+pub fn rrhf_ok<S: AsRef<OsStr>>(args: impl IntoIterator<Item = S>) -> String {
+    let args: Vec<S> = args.into_iter().collect();
+    let out = rrhf(&args);
+    let shown: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy()).collect();
+    assert!(
+        out.status.success(),
+        "rrhf {shown:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A failure with an `error:` line holding every one of `must_contain`, and no panic.
+pub fn assert_refused(out: &Output, must_contain: &[&str]) {
+    let err = stderr(out);
+    assert!(
+        !out.status.success(),
+        "expected a failure, got success: {err}"
+    );
+    assert!(err.contains("error:"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "a panic, not an error: {err}"
+    );
+    for s in must_contain {
+        assert!(err.contains(s), "expected {s:?} in: {err}");
+    }
+}
 
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -257,8 +332,7 @@ pub fn train_in_own_process(
     resume: Option<&Path>,
     stop_after: Option<usize>,
 ) {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_rrhf"));
-    command.args(["train", "--config", config]);
+    let mut command = rrhf_command(["train", "--config", config]);
     for s in set {
         command.args(["--set", s]);
     }
