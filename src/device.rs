@@ -165,6 +165,8 @@ pub struct SelectedDevice {
     pub description: String,
     /// Whether the wgpu runtime (and so the CubeCL kernels) runs it.
     pub is_wgpu: bool,
+    /// The wgpu adapter behind it (none on the CPU path).
+    pub adapter: Option<Adapter>,
 }
 
 impl fmt::Debug for SelectedDevice {
@@ -184,6 +186,7 @@ pub fn cpu_device() -> SelectedDevice {
         device,
         description: format!("CPU (burn flex backend, {threads}{model})"),
         is_wgpu: false,
+        adapter: None,
     }
 }
 
@@ -393,6 +396,7 @@ fn wgpu_device(adapter: &Adapter) -> SelectedDevice {
             adapter.name, adapter.device_type, adapter.backend
         ),
         is_wgpu: true,
+        adapter: Some(adapter.clone()),
     }
 }
 

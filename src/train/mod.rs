@@ -6,6 +6,7 @@
 pub mod checkpointing;
 pub mod config;
 pub mod loss_scale;
+pub mod manifest;
 pub mod online;
 pub mod optimizer;
 pub mod run_dir;
@@ -162,6 +163,7 @@ impl<'a> Run<'a> {
         if let Some(dir) = &options.resume {
             resume_state(dir, &mut state, &mut optimizer, &selected.device)?;
         }
+        manifest::record_start(out, config, &selected, state.step)?;
         let metrics = MetricsLog::open(&out.join(METRICS_FILE), state.step)?;
         let end = options
             .stop_after
