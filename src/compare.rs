@@ -12,10 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use crate::train::run_dir::METRICS_FILE;
-
-/// The manifest of a run, compared field by field where both runs have one.
-pub const MANIFEST_FILE: &str = "run.json";
+use crate::train::run_dir::{MANIFEST_FILE, METRICS_FILE};
 
 /// Fields of a metrics line that are not results: wall-clock figures differ between any two runs.
 const TIMINGS: &[&str] = &["step_seconds", "tokens_per_sec"];

@@ -13,8 +13,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::config::TrainConfig;
+use super::run_dir::MANIFEST_FILE;
 use crate::checkpoint::outputs::write_file_atomically;
-use crate::compare::MANIFEST_FILE;
 use crate::device::SelectedDevice;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

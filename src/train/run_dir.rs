@@ -24,6 +24,8 @@ pub const FINAL_DIR: &str = "final";
 pub const PLOT_FILE: &str = "metrics.png";
 pub const LOCK_FILE: &str = ".rrhf.lock";
 pub const SAMPLES_DIR: &str = "samples";
+/// The run's manifest (`train::manifest`): what produced it.
+pub const MANIFEST_FILE: &str = "run.json";
 
 /// The output directory of a live run, locked for as long as this value lives.
 pub struct RunDir {
