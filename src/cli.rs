@@ -16,7 +16,7 @@ use crate::device::{self, DeviceChoice, SelectedDevice};
 use crate::eval::{EvalSettings, ModelEval, evaluate_model, win_rate};
 use crate::model::Llama;
 use crate::rewards::{RewardOptions, RewardSpec, score_responses};
-use crate::sampling::{ResponsePolicy, SamplingConfig, generate, sample_responses};
+use crate::sampling::{Draws, ResponsePolicy, SamplingConfig, generate, sample_responses};
 use crate::scoring::{HeadPath, final_hidden, sequence_logprobs};
 use crate::tokenizer::{TemplateMode, Tokenizer};
 use crate::train::{RunOptions, TrainConfig, train};
@@ -575,9 +575,15 @@ fn sample_cmd(args: SampleArgs) -> Result<()> {
     let bar = crate::progress::bar("sampling", " queries", prompts.len(), 0);
     let started = Instant::now();
     let mut tokens = 0usize;
+    let queries: Vec<usize> = (0..prompts.len()).collect();
+    let draws = Draws {
+        round: 0,
+        queries: &queries,
+    };
     let samples = sample_responses(
         &model,
         &prompts,
+        draws,
         &args.policy,
         tokenizer.stop_ids(),
         &mut |done, new_tokens| {

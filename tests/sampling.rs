@@ -7,7 +7,8 @@ use common::fixture;
 use rrhf::checkpoint::load_model;
 use rrhf::model::Llama;
 use rrhf::sampling::{
-    BeamConfig, Policy, ResponsePolicy, SamplingConfig, beam_search, generate, sample_responses,
+    BeamConfig, Draws, Policy, ResponsePolicy, SamplingConfig, beam_search, generate,
+    sample_responses,
 };
 
 fn tiny() -> Llama {
@@ -115,13 +116,26 @@ fn diverse_groups_differ_and_top_p_repeats_with_its_seed() {
         batch_queries,
         ..Default::default()
     };
-    let draw =
-        |p: &ResponsePolicy| sample_responses(&model, &prompts(), p, &[], &mut |_, _| {}).unwrap();
+    let draw_round = |p: &ResponsePolicy, prompts: &[Vec<u32>], queries: &[usize], round| {
+        let draws = Draws { round, queries };
+        sample_responses(&model, prompts, draws, p, &[], &mut |_, _| {}).unwrap()
+    };
+    let draw = |p: &ResponsePolicy| draw_round(p, &prompts(), &[0, 1], 0);
     let a = draw(&policy(7, 2));
     assert_eq!(
         a,
         draw(&policy(7, 1)),
         "a sample must not depend on the batching"
     );
+    // Keyed by the query, not by its place: the queries in the other order draw the same.
+    let reversed: Vec<Vec<u32>> = prompts().into_iter().rev().collect();
+    let mut b = draw_round(&policy(7, 2), &reversed, &[1, 0], 0);
+    b.reverse();
+    assert_eq!(a, b, "a sample must not depend on the order of the queries");
     assert_ne!(a, draw(&policy(8, 2)), "another seed, another sample");
+    assert_ne!(
+        a,
+        draw_round(&policy(7, 2), &prompts(), &[0, 1], 2),
+        "another round, another sample"
+    );
 }

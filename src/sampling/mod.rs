@@ -5,7 +5,9 @@
 //! real token and its padding is masked out of attention, so a prompt's continuation does not
 //! depend on what it is batched with. Rows that reach a stop token leave the batch (their cache
 //! rows are dropped). Token choice happens on the host: greedy, or temperature with top-k and
-//! top-p, each row with its own seeded generator.
+//! top-p. Each sampled sequence has a generator of its own, keyed by (seed, round, query, sample)
+//! ([`sequence_rng`]), so its draws depend neither on how the queries are batched or ordered nor
+//! on the device: two devices draw the same numbers and differ only where their logits do.
 
 use anyhow::{Result, ensure};
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -73,20 +75,43 @@ pub fn generate(
     cfg: &SamplingConfig,
     stop_ids: &[u32],
 ) -> Result<Vec<Generated>> {
-    generate_rows(model, prompts, cfg, stop_ids, 0)
+    let rngs = (0..prompts.len() as u64)
+        .map(|query| sequence_rng(cfg.seed, 0, query, 0))
+        .collect();
+    generate_rows(model, prompts, cfg, stop_ids, rngs)
 }
 
-/// [`generate`], with the prompts numbered from `first_row` for their random generators, so that
-/// a prompt's sample does not depend on how the prompts were split into batches.
+/// The random generator of one sampled sequence: the seed, the online round (0 outside
+/// training), the query's index in its file and the sample's number among the query's k.
+/// Keyed by what the sequence is rather than by its place in a batch, so a rerun with other
+/// batching, or on another device, draws the same numbers for it.
+pub fn sequence_rng(seed: u64, round: u64, query: u64, sample: u64) -> StdRng {
+    StdRng::seed_from_u64(derived_seed(seed, &[round, query, sample]))
+}
+
+/// A seed for one use of the run's `seed` (a sequence, a step's dropout), from the numbers that
+/// name that use, mixed by SplitMix64's finaliser: no part can stand in for another.
+pub fn derived_seed(seed: u64, parts: &[u64]) -> u64 {
+    fn mix(mut z: u64) -> u64 {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    parts.iter().fold(mix(seed), |h, &part| mix(h ^ part))
+}
+
+/// [`generate`], row `i` drawing from `rngs[i]`.
 fn generate_rows(
     model: &Llama,
     prompts: &[Vec<u32>],
     cfg: &SamplingConfig,
     stop_ids: &[u32],
-    first_row: usize,
+    mut rngs: Vec<StdRng>,
 ) -> Result<Vec<Generated>> {
     cfg.validate()?;
     let batch = prompts.len();
+    debug_assert_eq!(rngs.len(), batch);
     let mut out: Vec<Generated> = vec![
         Generated {
             tokens: vec![],
@@ -97,11 +122,6 @@ fn generate_rows(
     if batch == 0 || cfg.max_new_tokens == 0 {
         return Ok(out);
     }
-    let mut rngs: Vec<StdRng> = (first_row..first_row + batch)
-        .map(|row| {
-            StdRng::seed_from_u64(cfg.seed ^ (row as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
-        })
-        .collect();
     let Prefilled {
         mut cache,
         mut logits,
@@ -297,19 +317,35 @@ impl ResponsePolicy {
     }
 }
 
+/// Which queries a call of [`sample_responses`] samples, for their generators
+/// ([`sequence_rng`]): the online round (0 outside training) and each prompt's index in its
+/// query file.
+pub struct Draws<'a> {
+    pub round: u64,
+    pub queries: &'a [usize],
+}
+
 /// Draws the responses of every prompt, `policy.batch_queries` prompts at a time, calling
 /// `progress(prompts_done, new_tokens)` after each batch.
 pub fn sample_responses(
     model: &Llama,
     prompts: &[Vec<u32>],
+    draws: Draws<'_>,
     policy: &ResponsePolicy,
     stop_ids: &[u32],
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<Vec<Generated>>> {
     policy.validate()?;
+    ensure!(
+        draws.queries.len() == prompts.len(),
+        "{} prompts but {} query indices",
+        prompts.len(),
+        draws.queries.len()
+    );
     let mut out = Vec::with_capacity(prompts.len());
     for (chunk_index, chunk) in prompts.chunks(policy.batch_queries).enumerate() {
         let first_prompt = chunk_index * policy.batch_queries;
+        let queries = &draws.queries[first_prompt..first_prompt + chunk.len()];
         let responses = match policy.policy {
             Policy::Greedy => generate(model, chunk, &policy.sampling(), stop_ids)?
                 .into_iter()
@@ -321,13 +357,14 @@ pub fn sample_responses(
                     .iter()
                     .flat_map(|p| std::iter::repeat_n(p.clone(), k))
                     .collect();
-                let flat = generate_rows(
-                    model,
-                    &repeated,
-                    &policy.sampling(),
-                    stop_ids,
-                    first_prompt * k,
-                )?;
+                let rngs = queries
+                    .iter()
+                    .flat_map(|&q| {
+                        (0..k as u64)
+                            .map(move |s| sequence_rng(policy.seed, draws.round, q as u64, s))
+                    })
+                    .collect();
+                let flat = generate_rows(model, &repeated, &policy.sampling(), stop_ids, rngs)?;
                 flat.chunks(k).map(<[Generated]>::to_vec).collect()
             }
             Policy::Beam | Policy::DiverseBeam => {
@@ -395,6 +432,28 @@ fn choose(logits: &[f32], cfg: &SamplingConfig, rng: &mut StdRng) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each part of the key moves the stream, and no part can stand in for another (the old
+    /// `seed + round` let seed 1 round 2 draw what seed 3 round 0 drew).
+    #[test]
+    fn every_part_of_a_sequence_key_gives_its_own_stream() {
+        let first =
+            |seed, round, query, sample| sequence_rng(seed, round, query, sample).random::<u64>();
+        let keys = [
+            (1, 2, 0, 0),
+            (3, 0, 0, 0),
+            (1, 0, 2, 0),
+            (1, 0, 0, 2),
+            (1, 0, 0, 0),
+            (0, 1, 0, 0),
+            (0, 0, 1, 0),
+            (0, 0, 0, 1),
+        ];
+        let draws: std::collections::HashSet<u64> =
+            keys.iter().map(|&(a, b, c, d)| first(a, b, c, d)).collect();
+        assert_eq!(draws.len(), keys.len());
+        assert_eq!(first(5, 6, 7, 8), first(5, 6, 7, 8));
+    }
 
     fn cfg(temperature: f32, top_k: usize, top_p: f32) -> SamplingConfig {
         SamplingConfig {

@@ -20,7 +20,7 @@ use crate::data::{
 };
 use crate::model::Llama;
 use crate::rewards::{Reward, RewardOptions, mean_std, parse_reward, score_responses};
-use crate::sampling::sample_responses;
+use crate::sampling::{Draws, sample_responses};
 use crate::scoring::{HeadPath, final_hidden, sequence_logprobs};
 use crate::tokenizer::Tokenizer;
 
@@ -136,14 +136,17 @@ impl OnlineSampler {
             .iter()
             .map(|&i| tokenizer.encode_query(&self.queries[i].query, self.opts.template))
             .collect::<Result<Vec<_>>>()?;
-        let mut policy_cfg = self.section.sampling.clone();
-        // A different draw every round, the same draw for the same round of a rerun.
-        policy_cfg.seed = policy_cfg.seed.wrapping_add(start_step as u64);
         let mut tokens = 0;
+        // A different draw every round, the same draw for the same round of a rerun.
+        let draws = Draws {
+            round: start_step as u64,
+            queries: indices,
+        };
         let samples = sample_responses(
             policy,
             &prompts,
-            &policy_cfg,
+            draws,
+            &self.section.sampling,
             tokenizer.stop_ids(),
             &mut |_, n| tokens += n,
         )?;
