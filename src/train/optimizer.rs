@@ -58,9 +58,9 @@ impl GradientBuffer {
         let squares: Vec<Tensor<1>> = self
             .grads
             .iter()
-            .map(|g| g.clone().square().sum())
+            .map(|g| blocked_sum(g.clone().square()))
             .collect();
-        Tensor::cat(squares, 0).sum()
+        blocked_sum(Tensor::cat(squares, 0))
     }
 
     pub fn clear(&mut self) {
@@ -205,5 +205,48 @@ impl ModuleMapper for Update<'_> {
         }
         let out = out.require_grad();
         Param::from_mapped_value(id, out, mapper)
+    }
+}
+
+/// Values summed per block of this many: rows short enough for every backend's reduction.
+const SUM_BLOCK: usize = 1024;
+
+/// The sum of a flat tensor, `[1]`, as a tree: rows of [`SUM_BLOCK`] values summed along their
+/// dimension, then those sums, and so on. Not burn's `sum`/`sum_dim` over the whole tensor, for
+/// three reasons found on real gradients (SmolLM2's embedding has 28M values):
+/// - on wgpu through lavapipe, burn's reduction of one long row loses most of it (the sum of 1M
+///   ones comes out as 262132; `tests/large_sums.rs`), and that made the clipped step of a
+///   full fine-tune differ from the CPU path's;
+/// - burn's CPU backend adds a whole tensor of 4M+ values in rayon chunks whose order depends
+///   on work stealing, so two identical runs differed in the last bits;
+/// - on a GPU, a whole-tensor sum autotunes into a kernel that adds with float atomics.
+///
+/// The blocks fix the order of the additions, so the result is the same in every run and at
+/// every thread count, and each partial sum stays short, which also rounds less.
+pub fn blocked_sum(t: Tensor<1>) -> Tensor<1> {
+    let mut t = t;
+    loop {
+        let n = t.dims()[0];
+        if n <= SUM_BLOCK {
+            return t.reshape([1, n]).sum_dim(1).reshape([1]);
+        }
+        let rows = n / SUM_BLOCK;
+        let full = rows * SUM_BLOCK;
+        let mut sums = vec![
+            t.clone()
+                .slice(0..full)
+                .reshape([rows, SUM_BLOCK])
+                .sum_dim(1)
+                .reshape([rows]),
+        ];
+        if full < n {
+            sums.push(
+                t.slice(full..n)
+                    .reshape([1, n - full])
+                    .sum_dim(1)
+                    .reshape([1]),
+            );
+        }
+        t = Tensor::cat(sums, 0);
     }
 }
