@@ -224,6 +224,13 @@ impl<'a> Run<'a> {
                     .collect()
             })
             .collect();
+        if self.config.lora.as_ref().is_some_and(|l| l.dropout > 0.0) {
+            // Dropout masks drawn from (seed, step) alone: the same in a rerun and after a
+            // resume, where the backend's generator would otherwise start from OS entropy.
+            model
+                .device()
+                .seed(crate::sampling::derived_seed(t.seed, &[step as u64]));
+        }
         let scale = self.state.loss_scale.map_or(1.0, |s| s.scale);
         let lr = self.schedule.at(step);
         let (model, figures) = self
