@@ -1,5 +1,6 @@
 //! Build facts that `run.json` records: rrhf's git commit, and the versions of burn, cubecl and
-//! wgpu that Cargo.lock pins. Without git (a source tarball) the commit reads `unknown`.
+//! wgpu that Cargo.lock pins. Without git (a source tarball) the commit reads `unknown`; built
+//! from a tree whose sources differ from the commit, it ends in `-dirty`.
 
 use std::process::Command;
 
@@ -23,7 +24,19 @@ fn main() {
     {
         println!("cargo:rerun-if-changed={p}");
     }
-    let commit = git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    // What the binary is built from: an edit here changes what `-dirty` says.
+    const SOURCES: [&str; 5] = ["src", "vendor", "Cargo.toml", "Cargo.lock", "build.rs"];
+    for path in SOURCES {
+        println!("cargo:rerun-if-changed={path}");
+    }
+    let mut status = vec!["status", "--porcelain", "--untracked-files=no", "--"];
+    status.extend(SOURCES);
+    let dirty = git(&status).is_some_and(|s| !s.is_empty());
+    let commit = match git(&["rev-parse", "HEAD"]) {
+        Some(c) if dirty => format!("{c}-dirty"),
+        Some(c) => c,
+        None => "unknown".into(),
+    };
     println!("cargo:rustc-env=RRHF_GIT_COMMIT={commit}");
 
     let lock = std::fs::read_to_string("Cargo.lock").unwrap_or_default();

@@ -113,6 +113,29 @@ enum Command {
         #[arg(long)]
         plot: Option<PathBuf>,
     },
+    /// Run a run again from its run.json alone (config, seed, precision), checking that every
+    /// data and model file hashes as recorded. On the same device and build the metrics are the
+    /// same bits; `rrhf compare` the two runs to see.
+    Reproduce {
+        /// The output directory of the run to repeat (holding run.json).
+        run_dir: PathBuf,
+        /// Where the new run writes (its output.dir).
+        #[arg(long)]
+        out: PathBuf,
+        /// Run on this device instead of the recorded one (auto, gpu, gpu:N, wgpu-cpu, cpu).
+        #[arg(long)]
+        device: Option<DeviceChoice>,
+        /// Override a config key, e.g. a data file's path on this machine:
+        /// `--set data.train=PATH` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Go on, with a warning, when a data or model file differs from the run's.
+        #[arg(long)]
+        allow_changed_inputs: bool,
+        /// Start over in an --out that holds another run (as `train --force`).
+        #[arg(long)]
+        force: bool,
+    },
     /// Draw a run's metrics.jsonl as a PNG: loss, and reward (online) or eval accuracy, per step.
     /// `train` writes `<output.dir>/metrics.png` itself at the end of a run.
     Plot {
@@ -325,6 +348,29 @@ pub fn run() -> Result<()> {
             crate::compare::Tolerance { rtol, atol },
             plot,
         ),
+        Command::Reproduce {
+            run_dir,
+            out,
+            device,
+            set,
+            allow_changed_inputs,
+            force,
+        } => {
+            let config = crate::train::manifest::reproduction(
+                &run_dir,
+                &out,
+                device.as_ref(),
+                &set,
+                allow_changed_inputs,
+            )?;
+            let reward_model = config.reward_model.is_some();
+            let options = RunOptions {
+                resume: None,
+                stop_after: None,
+                force,
+            };
+            run_training(&config, options, reward_model)
+        }
         Command::Plot { metrics, out } => {
             check_against_inputs(&out, "--out", &[("metrics file", &metrics)], true)?;
             crate::plot::plot_metrics(&metrics, &out)
@@ -535,15 +581,18 @@ fn train_cmd(args: TrainArgs, reward_model: bool) -> Result<()> {
         ),
         _ => {}
     }
+    let options = RunOptions {
+        resume: args.resume,
+        stop_after: args.stop_after,
+        force: args.force,
+    };
+    run_training(&config, options, reward_model)
+}
+
+/// Trains as `config` says and prints the summary line: steps, last loss, where the model went.
+fn run_training(config: &TrainConfig, options: RunOptions, reward_model: bool) -> Result<()> {
     let started = Instant::now();
-    let summary = train(
-        &config,
-        &RunOptions {
-            resume: args.resume,
-            stop_after: args.stop_after,
-            force: args.force,
-        },
-    )?;
+    let summary = train(config, &options)?;
     let mut line = serde_json::json!({
         "steps": summary.steps,
         "loss": summary.last_loss,

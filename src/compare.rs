@@ -15,7 +15,12 @@ use serde_json::Value;
 use crate::train::run_dir::{MANIFEST_FILE, METRICS_FILE};
 
 /// Fields of a metrics line that are not results: wall-clock figures differ between any two runs.
-const TIMINGS: &[&str] = &["step_seconds", "tokens_per_sec"];
+pub const TIMINGS: &[&str] = &[
+    "step_seconds",
+    "tokens_per_sec",
+    "sample_seconds",
+    "sample_tokens_per_sec",
+];
 
 #[derive(Debug, Clone, Copy)]
 pub struct Tolerance {
@@ -257,6 +262,9 @@ fn flatten(prefix: &str, value: &Value, out: &mut BTreeMap<String, String>) {
                 flatten(&join(&i.to_string()), v, out);
             }
         }
+        // Absent, as a missing key is: a CPU run's `adapter: null` against a GPU run's adapter
+        // lists the adapter's fields, not a null.
+        Value::Null => {}
         leaf => {
             out.insert(prefix.to_string(), leaf.to_string());
         }

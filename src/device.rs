@@ -89,6 +89,10 @@ impl<'de> serde::Deserialize<'de> for DeviceChoice {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Adapter {
     pub name: String,
+    /// The PCI vendor (0x10de NVIDIA, 0x1002 AMD, 0x8086 Intel; 0x10005 Mesa for lavapipe) and
+    /// device ids, as the driver reports them.
+    pub vendor_id: String,
+    pub device_id: String,
     pub backend: String,
     pub device_type: String,
     pub driver: String,
@@ -137,6 +141,8 @@ pub fn adapters() -> Vec<Adapter> {
             per_type[slot] += 1;
             out.push(Adapter {
                 name: info.name.clone(),
+                vendor_id: format!("{:#06x}", info.vendor),
+                device_id: format!("{:#06x}", info.device),
                 backend: format!("{:?}", info.backend),
                 device_type: format!("{:?}", info.device_type),
                 driver: format!("{} {}", info.driver, info.driver_info)

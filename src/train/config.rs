@@ -238,21 +238,28 @@ impl TrainConfig {
         // Deserialising the text itself first gives errors with the line and the key.
         let config: Self =
             toml::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        config.with_overrides(path, overrides)
+    }
+
+    /// This config with `overrides` (`section.key=value`) applied, checked as a loaded config is;
+    /// `origin` (the file it came from) names it in errors.
+    pub fn with_overrides(self, origin: &Path, overrides: &[String]) -> Result<Self> {
         if overrides.is_empty() {
-            return config.validated(path);
+            return self.validated(origin);
         }
-        let mut table: toml::Table = toml::from_str(text)?;
+        let mut table = toml::Table::try_from(&self)
+            .with_context(|| format!("{}: cannot apply --set", origin.display()))?;
         for o in overrides {
             apply_override(&mut table, o)?;
         }
         let config: Self = toml::Value::Table(table).try_into().map_err(|e| {
             anyhow::anyhow!(
                 "{} with --set {}: {e}",
-                path.display(),
+                origin.display(),
                 overrides.join(" --set ")
             )
         })?;
-        config.validated(path)
+        config.validated(origin)
     }
 
     /// What a run reads, each with what it is: the model, the data files, a reward model.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use super::config::TrainConfig;
 use super::run_dir::MANIFEST_FILE;
 use crate::checkpoint::outputs::write_file_atomically;
-use crate::device::SelectedDevice;
+use crate::device::{DeviceChoice, SelectedDevice};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
@@ -38,6 +38,9 @@ pub struct Record {
     /// The step the stretch starts from (0, or the resumed checkpoint's).
     pub from_step: usize,
     pub command_line: Vec<String>,
+    /// Where the command ran: the config's relative paths are relative to it.
+    #[serde(default)]
+    pub working_dir: Option<String>,
     pub rrhf_version: String,
     /// The git commit rrhf was built from (`unknown` without git).
     pub rrhf_commit: String,
@@ -73,6 +76,9 @@ pub fn record_start(
         started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         from_step,
         command_line: std::env::args().collect(),
+        working_dir: std::env::current_dir()
+            .ok()
+            .map(|d| d.display().to_string()),
         rrhf_version: env!("CARGO_PKG_VERSION").into(),
         rrhf_commit: env!("RRHF_GIT_COMMIT").into(),
         libraries: env!("RRHF_LOCKED_VERSIONS")
@@ -112,6 +118,118 @@ pub fn record_start(
     };
     let text = serde_json::to_string_pretty(&manifest).expect("a manifest serializes") + "\n";
     write_file_atomically(&path, text.as_bytes())
+}
+
+/// The config to run the run in `run_dir` again from its run.json alone: into `out`, on `device`
+/// if given, with `overrides` (e.g. a data file's path on this machine). Every input must hash
+/// as run.json recorded, else it is an error naming the file, unless `allow_changed_inputs`
+/// (then a warning).
+pub fn reproduction(
+    run_dir: &Path,
+    out: &Path,
+    device: Option<&DeviceChoice>,
+    overrides: &[String],
+    allow_changed_inputs: bool,
+) -> Result<TrainConfig> {
+    let path = run_dir.join(MANIFEST_FILE);
+    let manifest = read(&path)?.with_context(|| {
+        format!(
+            "{}: no such file: `rrhf reproduce` takes the output.dir of a run made by rrhf 0.1 \
+             or later",
+            path.display()
+        )
+    })?;
+    let recorded: TrainConfig = serde_json::from_value(manifest.config.clone())
+        .with_context(|| format!("{}: field `config`", path.display()))?;
+    let mut all = vec![format!("output.dir={:?}", out.display().to_string())];
+    all.extend(device.map(|d| format!("train.device={:?}", d.to_string())));
+    all.extend(overrides.iter().cloned());
+    let config = recorded.with_overrides(&path, &all)?;
+    let here = hash_inputs_where_run(&config, &manifest, &path)?;
+    let changes = changed_inputs(&manifest.inputs, &here);
+    if changes.is_empty() {
+        return Ok(config);
+    }
+    if !allow_changed_inputs {
+        bail!(
+            "{}: the inputs are not those of the run:\n  {}\n(pass --allow-changed-inputs to \
+             run on them anyway)",
+            path.display(),
+            changes.join("\n  ")
+        );
+    }
+    for change in &changes {
+        eprintln!("warning: {change}");
+    }
+    Ok(config)
+}
+
+/// [`hash_inputs`], with a missing input explained: relative paths resolve against the
+/// directory the run was started in.
+fn hash_inputs_where_run(
+    config: &TrainConfig,
+    manifest: &Manifest,
+    path: &Path,
+) -> Result<BTreeMap<String, String>> {
+    for (what, input) in config.inputs() {
+        if !input.exists() {
+            let started_in = manifest
+                .records
+                .first()
+                .and_then(|r| r.working_dir.as_deref())
+                .unwrap_or("the directory it was started in");
+            bail!(
+                "{}: the run's {what} {} is not here: run from where the run ran ({started_in}) \
+                 or point to it with --set",
+                path.display(),
+                input.display()
+            );
+        }
+    }
+    hash_inputs(config)
+}
+
+/// How the inputs `now` differ from those run.json `recorded`, one line per file. A file is
+/// matched by its path, else by its name (an input moved elsewhere by `--set` is the same file
+/// if its bytes are).
+fn changed_inputs(
+    recorded: &BTreeMap<String, String>,
+    now: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let name = |p: &str| {
+        Path::new(p)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+    };
+    let mut unmatched: BTreeMap<&str, &str> =
+        now.iter().map(|(p, h)| (p.as_str(), h.as_str())).collect();
+    let mut changes = Vec::new();
+    for (file, hash) in recorded {
+        let found = match now.get_key_value(file) {
+            Some((p, h)) => Some((p.as_str(), h.as_str())),
+            None => unmatched
+                .iter()
+                .find(|(p, _)| name(p) == name(file))
+                .map(|(p, h)| (*p, *h)),
+        };
+        match found {
+            Some((p, h)) => {
+                unmatched.remove(p);
+                if h != hash {
+                    changes.push(format!(
+                        "{p}: sha256 {h}, but run.json recorded {hash} for {file}"
+                    ));
+                }
+            }
+            None => changes.push(format!("{file}: read by the run, not among the inputs now")),
+        }
+    }
+    changes.extend(
+        unmatched
+            .keys()
+            .map(|p| format!("{p}: an input now, not read by the run")),
+    );
+    changes
 }
 
 /// The manifest in `path`, if there is one.
@@ -175,4 +293,37 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(p, h)| (p.to_string(), h.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn inputs_match_by_path_then_by_name_and_every_difference_is_named() {
+        let recorded = inputs(&[("data/a.jsonl", "1"), ("m/model.safetensors", "2")]);
+        // Moved by --set, same bytes: no change.
+        let moved = inputs(&[("/elsewhere/a.jsonl", "1"), ("m/model.safetensors", "2")]);
+        assert!(changed_inputs(&recorded, &moved).is_empty());
+        let edited = inputs(&[("data/a.jsonl", "9"), ("m/model.safetensors", "2")]);
+        assert_eq!(
+            changed_inputs(&recorded, &edited),
+            ["data/a.jsonl: sha256 9, but run.json recorded 1 for data/a.jsonl"]
+        );
+        let other = inputs(&[("data/b.jsonl", "1"), ("m/model.safetensors", "2")]);
+        assert_eq!(
+            changed_inputs(&recorded, &other),
+            [
+                "data/a.jsonl: read by the run, not among the inputs now",
+                "data/b.jsonl: an input now, not read by the run"
+            ]
+        );
+    }
 }

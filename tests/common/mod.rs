@@ -131,8 +131,9 @@ pub fn deterministic(lines: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
         .into_iter()
         .map(|mut v| {
             let o = v.as_object_mut().unwrap();
-            o.remove("tokens_per_sec");
-            o.remove("step_seconds");
+            for timing in rrhf::compare::TIMINGS {
+                o.remove(*timing);
+            }
             v
         })
         .collect()
