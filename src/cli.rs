@@ -173,12 +173,17 @@ struct SampleArgs {
 #[derive(Args)]
 struct RewardArgs {
     /// rule:NAME[:key=value,...] (length, contains, arithmetic, format), command:CMD (reads
-    /// {query, response} JSON lines, writes one number per line), or model:DIR (a reward model).
+    /// {query, response} JSON lines, writes one number per line), http(s)://HOST:PORT/PATH (a
+    /// judge answering a POST of {"items": [...]} with {"scores": [...]}), or model:DIR (a
+    /// reward model).
     #[arg(long)]
     reward: String,
-    /// Seconds an external scorer may take per batch.
+    /// Seconds an external scorer or HTTP judge may take per batch.
     #[arg(long, default_value_t = crate::rewards::DEFAULT_TIMEOUT_SECS)]
     reward_timeout: f64,
+    /// The environment variable holding the HTTP judge's bearer token.
+    #[arg(long)]
+    reward_token_env: Option<String>,
     /// Where a reward model runs: auto | gpu | gpu:N | wgpu-cpu | cpu.
     #[arg(long, default_value = "auto")]
     reward_device: DeviceChoice,
@@ -198,6 +203,7 @@ impl RewardArgs {
         spec.build(&RewardOptions {
             timeout_secs: self.reward_timeout,
             device,
+            token_env: self.reward_token_env.clone(),
         })
     }
 }

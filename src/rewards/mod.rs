@@ -1,7 +1,7 @@
 //! Rewards: what ranks the k responses of a query. Three kinds behind one interface:
 //! built-in verifiable rules (`rule:NAME[:key=value,...]`, see `rules.rs`), an external scorer
-//! command (`command:CMD`, see `external.rs`), and a reward model (`model:DIR`, a LLaMA with a
-//! scalar head).
+//! command (`command:CMD`, see `external.rs`), a judge behind HTTP (`http://HOST:PORT/PATH`,
+//! see `http.rs`), and a reward model (`model:DIR`, a LLaMA with a scalar head).
 
 use std::path::PathBuf;
 
@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 
 pub mod external;
+pub mod http;
 mod interface;
 pub mod model;
 pub mod rules;
@@ -21,6 +22,8 @@ pub struct RewardOptions {
     pub timeout_secs: f64,
     /// Where a reward model runs.
     pub device: Device,
+    /// The environment variable holding an HTTP judge's bearer token.
+    pub token_env: Option<String>,
 }
 
 impl Default for RewardOptions {
@@ -28,6 +31,7 @@ impl Default for RewardOptions {
         Self {
             timeout_secs: DEFAULT_TIMEOUT_SECS,
             device: crate::device::cpu_device().device,
+            token_env: None,
         }
     }
 }
@@ -37,15 +41,19 @@ impl Default for RewardOptions {
 pub enum RewardSpec {
     Rule(rules::Rule),
     Command(String),
+    Http(String),
     Model(PathBuf),
 }
 
 impl RewardSpec {
-    /// `rule:NAME[:k=v,...]`, `command:CMD` or `model:DIR` (the syntax only: files are read by
-    /// [`RewardSpec::build`]).
+    /// `rule:NAME[:k=v,...]`, `command:CMD`, `http(s)://HOST[:PORT]/PATH` or `model:DIR` (the
+    /// syntax only: files are read and servers reached by [`RewardSpec::build`]).
     pub fn parse(spec: &str) -> Result<Self> {
         let (kind, rest) = spec.split_once(':').with_context(|| {
-            format!("reward `{spec}`: expected rule:NAME[:key=value,...], command:CMD or model:DIR")
+            format!(
+                "reward `{spec}`: expected rule:NAME[:key=value,...], command:CMD, \
+                 http://HOST:PORT/PATH or model:DIR"
+            )
         })?;
         match kind {
             "rule" => Ok(Self::Rule(
@@ -57,6 +65,13 @@ impl RewardSpec {
                 }
                 Ok(Self::Command(rest.to_string()))
             }
+            "http" | "https" => {
+                let host = rest.strip_prefix("//").unwrap_or("");
+                if host.is_empty() || host.starts_with('/') {
+                    bail!("reward `{spec}`: expected {kind}://HOST[:PORT]/PATH");
+                }
+                Ok(Self::Http(spec.to_string()))
+            }
             // Checked when built: a config may name a reward model that an earlier step of the
             // same job trains.
             "model" => {
@@ -66,7 +81,10 @@ impl RewardSpec {
                 Ok(Self::Model(PathBuf::from(rest)))
             }
             other => {
-                bail!("reward `{spec}`: unknown kind `{other}` (expected rule, command or model)")
+                bail!(
+                    "reward `{spec}`: unknown kind `{other}` (expected rule, command, http(s) \
+                     or model)"
+                )
             }
         }
     }
@@ -77,6 +95,11 @@ impl RewardSpec {
             Self::Command(command) => Box::new(external::ExternalScorer::new(
                 &command,
                 options.timeout_secs,
+            )?),
+            Self::Http(url) => Box::new(http::HttpJudge::new(
+                &url,
+                options.token_env.as_deref(),
+                crate::rewards::check_timeout(options.timeout_secs)?,
             )?),
             Self::Model(dir) => Box::new(
                 model::ModelReward::load(&dir, &options.device)

@@ -67,11 +67,16 @@ impl Default for RewardModelSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OnlineSection {
-    /// `rule:NAME[:key=value,...]` or `command:CMD` (see `rrhf score`).
+    /// `rule:NAME[:key=value,...]`, `command:CMD`, `http(s)://HOST:PORT/PATH` or `model:DIR`
+    /// (see `rrhf score`).
     pub reward: String,
-    /// Seconds an external scorer may take per round.
+    /// Seconds an external scorer or HTTP judge may take per round.
     #[serde(default = "default_reward_timeout")]
     pub reward_timeout_secs: f64,
+    /// The environment variable holding the HTTP judge's bearer token (never the token itself:
+    /// the config goes into run.json).
+    #[serde(default)]
+    pub reward_token_env: Option<String>,
     #[serde(default = "one")]
     pub resample_every: usize,
     /// Also rank the data file's own responses (scored by the same reward) with the samples.

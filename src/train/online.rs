@@ -69,6 +69,7 @@ impl OnlineSampler {
             &RewardOptions {
                 timeout_secs: section.reward_timeout_secs,
                 device: device.clone(),
+                token_env: section.reward_token_env.clone(),
             },
         )?;
         let kl_reference = match (section.kl_coef > 0.0, trains_adapters) {
