@@ -4,7 +4,9 @@
 //!
 //! - p_i = sum_t log P(y_{i,t} | x, y_{i,<t}) / |y_i|^length_penalty, over the response tokens
 //!   and their EOS (the query is never scored);
-//! - L_rank = sum over pairs with r_i < r_j of max(0, p_i - p_j), no margin, ties ignored;
+//! - L_rank = sum over pairs with r_i < r_j of max(0, p_i - p_j), no margin, ties ignored
+//!   (`loss.rank_loss = "logistic"`: of log(1 + exp(p_i - p_j)) instead, Bradley-Terry's
+//!   pair loss, which keeps pushing a pair apart once it is in order);
 //! - L_ft = -sum_t log P(y_{b,t} | ...) on the best response b (first index on ties), divided
 //!   by |y_b| (`token_mean`), by 1 (`sum`, the paper's equation) or by the padded sequence
 //!   length (`padded_mean`, what the original code computes);
@@ -39,6 +41,8 @@ pub enum FtNorm {
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LossConfig {
+    /// The pair loss of L_rank: RRHF's `hinge` (the paper's) or `logistic`.
+    pub rank_loss: PairLoss,
     pub rank_weight: f32,
     pub ft_weight: f32,
     pub length_penalty: f32,
@@ -66,6 +70,7 @@ impl LossConfig {
 impl Default for LossConfig {
     fn default() -> Self {
         Self {
+            rank_loss: PairLoss::Hinge,
             rank_weight: 1.0,
             ft_weight: 1.0,
             length_penalty: 1.0,
@@ -105,7 +110,7 @@ pub fn rrhf_loss(
         .collect();
     let p = logprob_sums.clone() / host_vector(lengths, device);
     let scores = scores_by_slot(p, batch, device);
-    let rank = batch_ranking_loss(scores.clone(), batch, PairLoss::Hinge, device);
+    let rank = batch_ranking_loss(scores.clone(), batch, config.rank_loss, device);
 
     let best: Vec<i64> = batch.best_rows.iter().map(|&r| r as i64).collect();
     let best_logprob = logprob_sums.select(

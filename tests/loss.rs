@@ -110,3 +110,64 @@ fn rrhf_loss_equals_pytorch_for_every_normalisation() {
         }
     }
 }
+
+/// `loss.rank_loss = "logistic"`: per query, the sum of log(1 + exp(p_i - p_j)) over the pairs
+/// with r_i < r_j, checked on the host (f64) from the loss' own sequence scores, on every device.
+#[test]
+fn the_logistic_rank_loss_is_the_bradley_terry_sum_over_ordered_pairs() {
+    let reference = json(&fixture("tiny_rrhf_loss.json"));
+    let examples: Vec<TokenizedExample> = reference["queries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, q)| TokenizedExample {
+            query: ids(&q["query"]),
+            responses: q["responses"].as_array().unwrap().iter().map(ids).collect(),
+            scores: q["scores"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_f64().unwrap())
+                .collect(),
+            line: i + 1,
+        })
+        .collect();
+    let refs: Vec<&TokenizedExample> = examples.iter().collect();
+    let batch = RankBatch::new(&refs);
+    let config = LossConfig {
+        rank_loss: rrhf::kernels::PairLoss::Logistic,
+        ..Default::default()
+    };
+    for selected in test_devices() {
+        let model = rrhf::checkpoint::load_model(&fixture("tiny-gqa"), &selected.device).unwrap();
+        let hidden = final_hidden(&model, &batch.sequences);
+        let (sums, _) = sequence_logprobs(&model, &batch.sequences, config.head_path(), hidden);
+        let loss = rrhf_loss(sums, &batch, &config, &model.device());
+        let rank = floats(loss.rank);
+        let scores: Vec<f64> = loss
+            .scores
+            .try_into_vec_as::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        for (q, example) in examples.iter().enumerate() {
+            let p = &scores[q * batch.slots..q * batch.slots + example.responses.len()];
+            let mut want = 0.0;
+            for (i, ri) in example.scores.iter().enumerate() {
+                for (j, rj) in example.scores.iter().enumerate() {
+                    if ri < rj {
+                        want += (1.0 + (p[i] - p[j]).exp()).ln();
+                    }
+                }
+            }
+            assert!(
+                close(rank[q], want),
+                "{}: query {q}: logistic rank loss {}, host {want}",
+                selected.description,
+                rank[q]
+            );
+        }
+    }
+}
