@@ -21,22 +21,9 @@ fn ids(v: &Value) -> Vec<u32> {
         .collect()
 }
 
-fn floats(t: Tensor<1>) -> Vec<f64> {
-    t.try_into_vec_as::<f32>()
-        .unwrap()
-        .into_iter()
-        .map(f64::from)
-        .collect()
-}
-
-fn close(got: f64, want: f64) -> bool {
-    (got - want).abs() <= 1e-4 * want.abs().max(1.0)
-}
-
-#[test]
-fn rrhf_loss_equals_pytorch_for_every_normalisation() {
-    let reference = json(&fixture("tiny_rrhf_loss.json"));
-    let examples: Vec<TokenizedExample> = reference["queries"]
+/// The fixture's queries, as token ids with their responses' rewards.
+fn reference_examples(reference: &Value) -> Vec<TokenizedExample> {
+    reference["queries"]
         .as_array()
         .unwrap()
         .iter()
@@ -52,7 +39,25 @@ fn rrhf_loss_equals_pytorch_for_every_normalisation() {
                 .collect(),
             line: i + 1,
         })
-        .collect();
+        .collect()
+}
+
+fn floats(t: Tensor<1>) -> Vec<f64> {
+    t.try_into_vec_as::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(f64::from)
+        .collect()
+}
+
+fn close(got: f64, want: f64) -> bool {
+    (got - want).abs() <= 1e-4 * want.abs().max(1.0)
+}
+
+#[test]
+fn rrhf_loss_equals_pytorch_for_every_normalisation() {
+    let reference = json(&fixture("tiny_rrhf_loss.json"));
+    let examples = reference_examples(&reference);
     let refs: Vec<&TokenizedExample> = examples.iter().collect();
     let batch = RankBatch::new(&refs);
     let cases = reference["cases"].as_array().unwrap();
@@ -116,23 +121,7 @@ fn rrhf_loss_equals_pytorch_for_every_normalisation() {
 #[test]
 fn the_logistic_rank_loss_is_the_bradley_terry_sum_over_ordered_pairs() {
     let reference = json(&fixture("tiny_rrhf_loss.json"));
-    let examples: Vec<TokenizedExample> = reference["queries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .enumerate()
-        .map(|(i, q)| TokenizedExample {
-            query: ids(&q["query"]),
-            responses: q["responses"].as_array().unwrap().iter().map(ids).collect(),
-            scores: q["scores"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|s| s.as_f64().unwrap())
-                .collect(),
-            line: i + 1,
-        })
-        .collect();
+    let examples = reference_examples(&reference);
     let refs: Vec<&TokenizedExample> = examples.iter().collect();
     let batch = RankBatch::new(&refs);
     let config = LossConfig {
