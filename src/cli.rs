@@ -136,7 +136,8 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Draw a run's metrics.jsonl as a PNG: loss, and reward (online) or eval accuracy, per step.
+    /// Draw a run's metrics.jsonl as a PNG: loss (raw, smoothed, eval) beside its rank and
+    /// fine-tune parts, and reward (online) or eval accuracy, per step.
     /// `train` writes `<output.dir>/metrics.png` itself at the end of a run.
     Plot {
         /// A metrics.jsonl written by `train` or `train-rm`.

@@ -1,5 +1,7 @@
-//! A PNG of a run's `metrics.jsonl`: the loss per step (train, and eval where it was measured),
-//! and below it the reward per step of an online run, or else the eval ranking accuracy.
+//! A PNG of a run's `metrics.jsonl`: the loss per step (train, smoothed over noisy steps, and
+//! eval where it was measured) beside its rank and fine-tune parts, each a curve of its own
+//! (RRHF's users ask for them: GanjinZero/RRHF#51), and below them the reward per step of an
+//! online run, or else the eval ranking accuracy. Steps are whole numbers on the axis.
 //!
 //! Text needs a TrueType font, which plotters does not bring: the first of `RRHF_FONT` and the
 //! usual system locations that exists is used (Debian: `fonts-dejavu-core`).
@@ -27,6 +29,8 @@ pub type Series = Vec<(f64, f64)>;
 
 struct RunSeries {
     loss: Series,
+    rank_loss: Series,
+    ft_loss: Series,
     eval_loss: Series,
     reward: Series,
     eval_accuracy: Series,
@@ -60,13 +64,13 @@ pub fn plot_comparison(names: [&str; 2], curves: &[Series; 3], out: &Path) -> Re
             &panels[0],
             "Loss per step",
             "loss",
-            &[(names[0], a, BLUE), (names[1], b, RED)],
+            &[(names[0], a, BLUE.to_rgba()), (names[1], b, RED.to_rgba())],
         )?;
         panel(
             &panels[1],
             "Relative difference of the loss",
             "relative difference",
-            &[("difference", difference, BLACK)],
+            &[("difference", difference, BLACK.to_rgba())],
         )?;
         root.present()?;
         Ok(())
@@ -81,6 +85,8 @@ fn read_series(path: &Path) -> Result<RunSeries> {
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut run = RunSeries {
         loss: vec![],
+        rank_loss: vec![],
+        ft_loss: vec![],
         eval_loss: vec![],
         reward: vec![],
         eval_accuracy: vec![],
@@ -93,6 +99,8 @@ fn read_series(path: &Path) -> Result<RunSeries> {
         };
         for (key, series) in [
             ("loss", &mut run.loss),
+            ("rank_loss", &mut run.rank_loss),
+            ("ft_loss", &mut run.ft_loss),
             ("eval_loss", &mut run.eval_loss),
             ("reward", &mut run.reward),
             ("eval_rank_accuracy", &mut run.eval_accuracy),
@@ -125,39 +133,78 @@ fn register_font() -> Result<()> {
 }
 
 fn draw(run: &RunSeries, path: &Path) -> Result<()> {
-    let root = BitMapBackend::new(path, (1000, 760)).into_drawing_area();
+    let root = BitMapBackend::new(path, (1200, 760)).into_drawing_area();
     root.fill(&WHITE)?;
-    let panels = root.split_evenly((2, 1));
+    let rows = root.split_evenly((2, 1));
+    let top = rows[0].split_evenly((1, 2));
+    let smoothed = smooth(&run.loss);
+    let mut losses = vec![("train", &run.loss, BLUE.mix(0.35))];
+    if smoothed.len() > 1 {
+        losses.push(("train, smoothed", &smoothed, BLUE.to_rgba()));
+    }
+    losses.push(("eval", &run.eval_loss, RED.to_rgba()));
+    panel(&top[0], "Loss per step", "loss", &losses)?;
     panel(
-        &panels[0],
-        "Loss per step",
+        &top[1],
+        "Its parts: rank and fine-tune loss",
         "loss",
-        &[("train", &run.loss, BLUE), ("eval", &run.eval_loss, RED)],
+        &[
+            ("rank", &run.rank_loss, MAGENTA.to_rgba()),
+            ("fine-tune", &run.ft_loss, CYAN.mix(0.9)),
+        ],
     )?;
     if run.reward.is_empty() {
         panel(
-            &panels[1],
+            &rows[1],
             "Eval ranking accuracy",
             "accuracy",
-            &[("eval", &run.eval_accuracy, RED)],
+            &[("eval", &run.eval_accuracy, RED.to_rgba())],
         )?;
     } else {
         panel(
-            &panels[1],
+            &rows[1],
             "Mean reward of the sampled responses per step",
             "reward",
-            &[("reward", &run.reward, GREEN)],
+            &[("reward", &run.reward, GREEN.to_rgba())],
         )?;
     }
     root.present()?;
     Ok(())
 }
 
+/// Fewer points than this are drawn as they are: smoothing needs noise to average.
+const SMOOTH_FROM: usize = 10;
+
+/// An exponential moving average (weight 0.6 on the past, as TensorBoard's default), with its
+/// start-up bias divided out so that the first points are not pulled towards 0; empty for a
+/// series too short to need it.
+fn smooth(series: &Series) -> Series {
+    const WEIGHT: f64 = 0.6;
+    if series.len() < SMOOTH_FROM {
+        return vec![];
+    }
+    let mut average = 0.0;
+    series
+        .iter()
+        .enumerate()
+        .map(|(i, &(x, y))| {
+            average = WEIGHT * average + (1.0 - WEIGHT) * y;
+            (x, average / (1.0 - WEIGHT.powi(i as i32 + 1)))
+        })
+        .collect()
+}
+
+/// Ticks of the step axis: one per step up to 10 steps, else plotters' round numbers; the
+/// labels are whole numbers either way.
+fn step_ticks(x_max: f64) -> usize {
+    (x_max.ceil() as usize + 1).clamp(2, 11)
+}
+
 fn panel(
     area: &DrawingArea<BitMapBackend, Shift>,
     title: &str,
     y_label: &str,
-    lines: &[(&str, &Series, RGBColor)],
+    lines: &[(&str, &Series, RGBAColor)],
 ) -> Result<()> {
     let points = lines.iter().flat_map(|(_, s, _)| s.iter());
     let (mut x_max, mut y_min, mut y_max) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
@@ -178,6 +225,8 @@ fn panel(
         .build_cartesian_2d(0.0..x_max, (y_min - pad)..(y_max + pad))?;
     chart
         .configure_mesh()
+        .x_labels(step_ticks(x_max))
+        .x_label_formatter(&|x| format!("{}", x.round() as i64))
         .x_desc("step")
         .y_desc(y_label)
         .label_style(("sans-serif", 14))
@@ -228,17 +277,22 @@ mod tests {
         let metrics = dir.join("metrics.jsonl");
         let mut lines = vec![r#"{"step":0,"eval_loss":2.0,"eval_rank_accuracy":0.5}"#.to_string()];
         lines.push(r#"{"step":0,"round":0,"sample_reward_mean":0.4}"#.into());
-        for step in 1..=8 {
+        for step in 1..=12 {
             lines.push(format!(
-                r#"{{"step":{step},"loss":{},"reward":{}}}"#,
+                r#"{{"step":{step},"loss":{},"rank_loss":{},"ft_loss":1.5,"reward":{}}}"#,
+                2.0 / step as f64 + 1.5,
                 2.0 / step as f64,
                 0.4 + 0.05 * step as f64
             ));
         }
         std::fs::write(&metrics, lines.join("\n")).unwrap();
         let run = read_series(&metrics).unwrap();
-        assert_eq!(run.loss.len(), 8);
-        assert_eq!(run.reward[7], (8.0, 0.8));
+        assert_eq!(run.loss.len(), 12);
+        assert_eq!(
+            (run.rank_loss[3], run.ft_loss[11]),
+            ((4.0, 0.5), (12.0, 1.5))
+        );
+        assert!((run.reward[7].1 - 0.8).abs() < 1e-12);
         assert_eq!(run.eval_loss, vec![(0.0, 2.0)]);
 
         let png = dir.join("metrics.png");
@@ -246,8 +300,30 @@ mod tests {
         let bytes = std::fs::read(&png).unwrap();
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
         // The IHDR chunk: width and height as drawn.
-        assert_eq!(u32::from_be_bytes(bytes[16..20].try_into().unwrap()), 1000);
+        assert_eq!(u32::from_be_bytes(bytes[16..20].try_into().unwrap()), 1200);
         assert_eq!(u32::from_be_bytes(bytes[20..24].try_into().unwrap()), 760);
+    }
+
+    #[test]
+    fn smoothing_removes_its_start_up_bias_and_leaves_short_series_alone() {
+        let flat: Series = (1..=20).map(|s| (s as f64, 3.0)).collect();
+        for (x, y) in smooth(&flat) {
+            assert!((y - 3.0).abs() < 1e-12, "step {x}: {y}");
+        }
+        let noisy: Series = (1..=20)
+            .map(|s| (s as f64, if s % 2 == 0 { 1.0 } else { 3.0 }))
+            .collect();
+        let smoothed = smooth(&noisy);
+        let last = smoothed.last().unwrap().1;
+        assert!((1.5..2.5).contains(&last), "{last}");
+        assert!(smooth(&noisy[..SMOOTH_FROM - 1].to_vec()).is_empty());
+    }
+
+    #[test]
+    fn a_few_steps_get_a_tick_each() {
+        assert_eq!(step_ticks(5.0), 6);
+        assert_eq!(step_ticks(1.0), 2);
+        assert_eq!(step_ticks(400.0), 11);
     }
 
     #[test]
