@@ -5,8 +5,9 @@
 //! - p_i = sum_t log P(y_{i,t} | x, y_{i,<t}) / |y_i|^length_penalty, over the response tokens
 //!   and their EOS (the query is never scored);
 //! - L_rank = sum over pairs with r_i < r_j of max(0, p_i - p_j), no margin, ties ignored
-//!   (`loss.rank_loss = "logistic"`: of log(1 + exp(p_i - p_j)) instead, Bradley-Terry's
-//!   pair loss, which keeps pushing a pair apart once it is in order);
+//!   (`loss.rank_margin = m`: of max(0, p_i - p_j + m); `loss.rank_loss = "logistic"`: of
+//!   log(1 + exp(p_i - p_j + m)), Bradley-Terry's pair loss, which keeps pushing a pair apart
+//!   once it is in order);
 //! - L_ft = -sum_t log P(y_{b,t} | ...) on the best response b (first index on ties), divided
 //!   by |y_b| (`token_mean`), by 1 (`sum`, the paper's equation) or by the padded sequence
 //!   length (`padded_mean`, what the original code computes);
@@ -43,6 +44,8 @@ pub enum FtNorm {
 pub struct LossConfig {
     /// The pair loss of L_rank: RRHF's `hinge` (the paper's) or `logistic`.
     pub rank_loss: PairLoss,
+    /// m in f(p_i - p_j + m): a pair counts as ranked only once p_j leads by m (0: the paper's).
+    pub rank_margin: f32,
     pub rank_weight: f32,
     pub ft_weight: f32,
     pub length_penalty: f32,
@@ -71,6 +74,7 @@ impl Default for LossConfig {
     fn default() -> Self {
         Self {
             rank_loss: PairLoss::Hinge,
+            rank_margin: 0.0,
             rank_weight: 1.0,
             ft_weight: 1.0,
             length_penalty: 1.0,
@@ -110,7 +114,12 @@ pub fn rrhf_loss(
         .collect();
     let p = logprob_sums.clone() / host_vector(lengths, device);
     let scores = scores_by_slot(p, batch, device);
-    let rank = batch_ranking_loss(scores.clone(), batch, config.rank_loss, device);
+    let rank = batch_ranking_loss(
+        scores.clone(),
+        batch,
+        (config.rank_loss, config.rank_margin),
+        device,
+    );
 
     let best: Vec<i64> = batch.best_rows.iter().map(|&r| r as i64).collect();
     let best_logprob = logprob_sums.select(
@@ -147,7 +156,7 @@ pub fn reward_model_loss(
     device: &Device,
 ) -> RrhfLoss {
     let scores = scores_by_slot(rewards, batch, device);
-    let rank = batch_ranking_loss(scores.clone(), batch, kind, device);
+    let rank = batch_ranking_loss(scores.clone(), batch, (kind, 0.0), device);
     RrhfLoss {
         total: rank.clone(),
         rank,
@@ -156,11 +165,12 @@ pub fn reward_model_loss(
     }
 }
 
-/// The ranking loss per query `[Q]` of slot scores `[Q, K]` under the batch's rewards.
+/// The ranking loss per query `[Q]` of slot scores `[Q, K]` under the batch's rewards: the pair
+/// loss `kind` of the gaps plus `margin`.
 fn batch_ranking_loss(
     scores: Tensor<2>,
     batch: &RankBatch,
-    kind: PairLoss,
+    (kind, margin): (PairLoss, f32),
     device: &Device,
 ) -> Tensor<1> {
     let shape = [batch.queries, batch.slots];
@@ -169,6 +179,7 @@ fn batch_ranking_loss(
         host_matrix(batch.rewards.clone(), shape, device),
         host_matrix(batch.valid.clone(), shape, device),
         kind,
+        margin,
     )
 }
 

@@ -236,24 +236,24 @@ impl RankCase {
     }
 }
 
-fn check_rank_case(name: &str, case: &RankCase, kind: PairLoss) {
+fn check_rank_case(name: &str, case: &RankCase, kind: PairLoss, margin: f32) {
     let mut rng = StdRng::seed_from_u64(11);
     let loss_grad: Vec<f32> = (0..case.q).map(|_| rng.random_range(0.5..2.0)).collect();
     for dev in common::test_devices() {
-        let what = format!("{name} ({kind:?}) on {dev:?}");
+        let what = format!("{name} ({kind:?}, margin {margin}) on {dev:?}");
         let device = dev.device.clone().autodiff();
         let g = Tensor::<1>::from_data(TensorData::new(loss_grad.clone(), [case.q]), &device);
 
         let (p, r, valid) = case.tensors(&device);
         let p = p.require_grad();
-        let want = reference::rank_loss_forward(p.clone(), r, valid, kind);
+        let want = reference::rank_loss_forward(p.clone(), r, valid, kind, margin);
         let grads = (want.clone() * g.clone()).sum().backward();
         let want_grad = host(p.grad(&grads).unwrap());
         let want = host(want);
 
         let (p, r, valid) = case.tensors(&device);
         let p = p.require_grad();
-        let got = ranking_loss(p.clone(), r, valid, kind);
+        let got = ranking_loss(p.clone(), r, valid, kind, margin);
         let grads = (got.clone() * g).sum().backward();
         assert_close(&format!("{what}: loss"), &host(got), &want, 1e-5, 1.0);
         assert_close(
@@ -266,7 +266,7 @@ fn check_rank_case(name: &str, case: &RankCase, kind: PairLoss) {
 
         let (p, r, valid) = case.tensors(&dev.device);
         let g = Tensor::<1>::from_data(TensorData::new(loss_grad.clone(), [case.q]), &dev.device);
-        let direct = ranking_loss_backward(p, r, valid, g, kind);
+        let direct = ranking_loss_backward(p, r, valid, g, kind, margin);
         assert_close(
             &format!("{what}: backward kernel"),
             &host(direct),
@@ -280,24 +280,27 @@ fn check_rank_case(name: &str, case: &RankCase, kind: PairLoss) {
 #[test]
 fn ranking_loss_matches_reference() {
     for kind in [PairLoss::Hinge, PairLoss::Logistic] {
-        check_rank_case("random", &RankCase::random(70, 6, 1), kind);
+        for margin in [0.0, 0.5] {
+            check_rank_case("random", &RankCase::random(70, 6, 1), kind, margin);
+        }
     }
 }
 
 #[test]
 fn ranking_loss_edges() {
     for kind in [PairLoss::Hinge, PairLoss::Logistic] {
-        check_rank_case("k=1", &RankCase::random(3, 1, 2), kind);
+        // A margin must not make ties or padding count.
+        check_rank_case("k=1", &RankCase::random(3, 1, 2), kind, 1.0);
         let mut tied = RankCase::random(4, 5, 3);
         tied.rewards.fill(1.0);
-        check_rank_case("all tied", &tied, kind);
+        check_rank_case("all tied", &tied, kind, 1.0);
         let mut empty_slots = RankCase::random(3, 4, 4);
         empty_slots.valid[4..8].fill(0.0);
-        check_rank_case("padded slots", &empty_slots, kind);
+        check_rank_case("padded slots", &empty_slots, kind, 1.0);
         // Gaps of +-60 overflow a naive exp in the logistic loss.
         let mut far = RankCase::random(2, 3, 5);
         far.p = vec![60.0, -60.0, 0.0, -60.0, 60.0, 1.0];
-        check_rank_case("large gaps", &far, kind);
+        check_rank_case("large gaps", &far, kind, 0.0);
     }
 }
 
@@ -315,14 +318,35 @@ fn ranking_loss_values_by_hand() {
     for dev in common::test_devices() {
         let (p, r, valid) = case.tensors(&dev.device);
         assert_eq!(
-            host(ranking_loss(p, r, valid, PairLoss::Hinge)),
+            host(ranking_loss(p, r, valid, PairLoss::Hinge, 0.0)),
             vec![4.0],
+            "{dev:?}"
+        );
+        // A margin of 1 adds 1 to each of the three gaps; a pair ranked right by less than
+        // the margin (p = [-3, -2.5]) costs what it lacks.
+        let (p, r, valid) = case.tensors(&dev.device);
+        assert_eq!(
+            host(ranking_loss(p, r, valid, PairLoss::Hinge, 1.0)),
+            vec![7.0],
+            "{dev:?}"
+        );
+        let close_pair = RankCase {
+            q: 1,
+            k: 2,
+            p: vec![-3.0, -2.5],
+            rewards: vec![0.0, 1.0],
+            valid: vec![1.0, 1.0],
+        };
+        let (p, r, valid) = close_pair.tensors(&dev.device);
+        assert_eq!(
+            host(ranking_loss(p, r, valid, PairLoss::Hinge, 1.0)),
+            vec![0.5],
             "{dev:?}"
         );
         // Logistic: 2 ln(1 + e) + ln(1 + e^2).
         let (p, r, valid) = case.tensors(&dev.device);
         let want = 2.0 * (1.0 + 1f32.exp()).ln() + (1.0 + 2f32.exp()).ln();
-        let got = host(ranking_loss(p, r, valid, PairLoss::Logistic))[0];
+        let got = host(ranking_loss(p, r, valid, PairLoss::Logistic, 0.0))[0];
         assert!(
             (got - want).abs() < 1e-5,
             "{dev:?}: logistic {got}, want {want}"
@@ -334,10 +358,15 @@ fn ranking_loss_values_by_hand() {
 fn ranking_loss_gradient_matches_finite_differences() {
     let case = RankCase::random(4, 5, 12);
     let eps = 1e-3f32;
-    for (dev, kind) in common::test_devices()
-        .into_iter()
-        .flat_map(|d| [(d.clone(), PairLoss::Hinge), (d, PairLoss::Logistic)])
-    {
+    for (dev, (kind, margin)) in common::test_devices().into_iter().flat_map(|d| {
+        [
+            (PairLoss::Hinge, 0.0),
+            (PairLoss::Logistic, 0.0),
+            (PairLoss::Hinge, 0.3),
+            (PairLoss::Logistic, 0.3),
+        ]
+        .map(|k| (d.clone(), k))
+    }) {
         let total = |p: &[f32]| -> f32 {
             let c = RankCase {
                 p: p.to_vec(),
@@ -346,12 +375,14 @@ fn ranking_loss_gradient_matches_finite_differences() {
                 ..case
             };
             let (p, r, v) = c.tensors(&dev.device);
-            host(ranking_loss(p, r, v, kind)).iter().sum()
+            host(ranking_loss(p, r, v, kind, margin)).iter().sum()
         };
         let device = dev.device.clone().autodiff();
         let (p, r, valid) = case.tensors(&device);
         let p = p.require_grad();
-        let grads = ranking_loss(p.clone(), r, valid, kind).sum().backward();
+        let grads = ranking_loss(p.clone(), r, valid, kind, margin)
+            .sum()
+            .backward();
         let analytic = host(p.grad(&grads).unwrap());
         for i in 0..case.p.len() {
             let mut up = case.p.clone();
@@ -361,7 +392,7 @@ fn ranking_loss_gradient_matches_finite_differences() {
             let numeric = (total(&up) - total(&down)) / (2.0 * eps);
             assert!(
                 (numeric - analytic[i]).abs() < 1e-2,
-                "{dev:?} {kind:?}: d/dp[{i}] analytic {} numeric {numeric}",
+                "{dev:?} {kind:?} margin {margin}: d/dp[{i}] analytic {} numeric {numeric}",
                 analytic[i]
             );
         }

@@ -116,16 +116,19 @@ fn rrhf_loss_equals_pytorch_for_every_normalisation() {
     }
 }
 
-/// `loss.rank_loss = "logistic"`: per query, the sum of log(1 + exp(p_i - p_j)) over the pairs
-/// with r_i < r_j, checked on the host (f64) from the loss' own sequence scores, on every device.
+/// `loss.rank_loss = "logistic"` with `loss.rank_margin = m`: per query, the sum of
+/// log(1 + exp(p_i - p_j + m)) over the pairs with r_i < r_j, checked on the host (f64) from the
+/// loss' own sequence scores, on every device.
 #[test]
 fn the_logistic_rank_loss_is_the_bradley_terry_sum_over_ordered_pairs() {
+    let margin = 0.25;
     let reference = json(&fixture("tiny_rrhf_loss.json"));
     let examples = reference_examples(&reference);
     let refs: Vec<&TokenizedExample> = examples.iter().collect();
     let batch = RankBatch::new(&refs);
     let config = LossConfig {
         rank_loss: rrhf::kernels::PairLoss::Logistic,
+        rank_margin: margin as f32,
         ..Default::default()
     };
     for selected in test_devices() {
@@ -147,7 +150,7 @@ fn the_logistic_rank_loss_is_the_bradley_terry_sum_over_ordered_pairs() {
             for (i, ri) in example.scores.iter().enumerate() {
                 for (j, rj) in example.scores.iter().enumerate() {
                     if ri < rj {
-                        want += (1.0 + (p[i] - p[j]).exp()).ln();
+                        want += (1.0 + (p[i] - p[j] + margin).exp()).ln();
                     }
                 }
             }

@@ -209,27 +209,35 @@ fn data_parallel_takes_the_same_steps() {
     }
 }
 
-/// `loss.rank_loss = "logistic"` trains: the eval loss falls and the ranking is learnt.
+/// The loss variants train: `loss.rank_loss = "logistic"`, and the hinge with a margin; the eval
+/// loss falls and the ranking is learnt.
 #[test]
-fn the_logistic_rank_loss_trains_the_tiny_model() {
-    let out = scratch("train-logistic");
-    let set = overrides(
-        &out,
-        &DeviceChoice::Cpu,
-        &["loss.rank_loss=\"logistic\"", "output.save_every=0"],
-    );
-    train_in_own_process(TINY_CONFIG, &set, None, None);
-    let evals: Vec<(f64, f64)> = metrics(&out)
-        .iter()
-        .filter(|v| v.get("eval_loss").is_some())
-        .map(|v| {
-            (
-                v["eval_loss"].as_f64().unwrap(),
-                v["eval_rank_accuracy"].as_f64().unwrap(),
-            )
-        })
-        .collect();
-    let (first, last) = (evals[0], *evals.last().unwrap());
-    assert!(last.0 < first.0 / 2.0, "eval loss should fall: {evals:?}");
-    assert!(last.1 > first.1 && last.1 >= 0.75, "ranking: {evals:?}");
+fn the_loss_variants_train_the_tiny_model() {
+    for (name, variant) in [
+        ("logistic", "loss.rank_loss=\"logistic\""),
+        ("margin", "loss.rank_margin=0.5"),
+    ] {
+        let out = scratch(&format!("train-{name}"));
+        let set = overrides(&out, &DeviceChoice::Cpu, &[variant, "output.save_every=0"]);
+        train_in_own_process(TINY_CONFIG, &set, None, None);
+        let evals: Vec<(f64, f64)> = metrics(&out)
+            .iter()
+            .filter(|v| v.get("eval_loss").is_some())
+            .map(|v| {
+                (
+                    v["eval_loss"].as_f64().unwrap(),
+                    v["eval_rank_accuracy"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        let (first, last) = (evals[0], *evals.last().unwrap());
+        assert!(
+            last.0 < first.0 / 2.0,
+            "{name}: eval loss should fall: {evals:?}"
+        );
+        assert!(
+            last.1 > first.1 && last.1 >= 0.75,
+            "{name}: ranking: {evals:?}"
+        );
+    }
 }

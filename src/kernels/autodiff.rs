@@ -30,12 +30,18 @@ impl<B: RrhfKernels> Backward<B, 1> for SeqLogprobBackward {
 struct RankLossBackward;
 
 impl<B: RrhfKernels> Backward<B, 1> for RankLossBackward {
-    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, PairLoss);
+    type State = (
+        FloatTensor<B>,
+        FloatTensor<B>,
+        FloatTensor<B>,
+        PairLoss,
+        f32,
+    );
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (p, rewards, valid, kind) = ops.state;
+        let (p, rewards, valid, kind, margin) = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-            B::rank_loss_backward(p, rewards, valid, grad, kind)
+            B::rank_loss_backward(p, rewards, valid, grad, kind, margin)
         });
     }
 }
@@ -120,18 +126,19 @@ impl<B: RrhfKernels, C: CheckpointStrategy> RrhfKernels for Autodiff<B, C> {
         rewards: FloatTensor<Self>,
         valid: FloatTensor<Self>,
         kind: PairLoss,
+        margin: f32,
     ) -> FloatTensor<Self> {
         let guard = p.node();
         let p = p.into_primitive();
         let rewards = rewards.into_primitive();
         let valid = valid.into_primitive();
-        let loss = B::rank_loss_forward(p.clone(), rewards.clone(), valid.clone(), kind);
+        let loss = B::rank_loss_forward(p.clone(), rewards.clone(), valid.clone(), kind, margin);
         match RankLossBackward
             .prepare::<C>([guard])
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(prep) => prep.finish((p, rewards, valid, kind), loss),
+            OpsKind::Tracked(prep) => prep.finish((p, rewards, valid, kind, margin), loss),
             OpsKind::UnTracked(prep) => prep.finish(loss),
         }
     }
@@ -142,6 +149,7 @@ impl<B: RrhfKernels, C: CheckpointStrategy> RrhfKernels for Autodiff<B, C> {
         valid: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         kind: PairLoss,
+        margin: f32,
     ) -> FloatTensor<Self> {
         Self::from_inner(B::rank_loss_backward(
             p.into_primitive(),
@@ -149,6 +157,7 @@ impl<B: RrhfKernels, C: CheckpointStrategy> RrhfKernels for Autodiff<B, C> {
             valid.into_primitive(),
             grad.into_primitive(),
             kind,
+            margin,
         ))
     }
 

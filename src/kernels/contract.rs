@@ -29,11 +29,13 @@ pub fn check_logits_fit(rows: usize, width: usize, vocab: usize) -> anyhow::Resu
     Ok(())
 }
 
-/// What a pair of responses with r_i < r_j costs, as a function of the gap g = p_i - p_j.
+/// What a pair of responses with r_i < r_j costs, as a function of the gap g = p_i - p_j + m,
+/// m being the margin (`loss.rank_margin`; 0, the paper's, unless set).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PairLoss {
-    /// RRHF: max(0, g). No margin: a pair in the right order costs nothing.
+    /// RRHF: max(0, g). With no margin a pair in the right order costs nothing; with a margin
+    /// m it costs until p_j exceeds p_i by m.
     #[default]
     Hinge,
     /// Bradley-Terry: log(1 + exp(g)) = -log sigmoid(p_j - p_i). Keeps pushing the right order
@@ -66,22 +68,24 @@ pub trait RrhfKernels: burn::backend::Backend {
     ) -> FloatTensor<Self>;
 
     /// The pair-loss sum per query `[Q]`.
-    #[fusion(meta = |p, _rewards, _valid, _kind| TensorSpec::new(Shape::new([p.shape[0]]), DType::F32))]
+    #[fusion(meta = |p, _rewards, _valid, _kind, _margin| TensorSpec::new(Shape::new([p.shape[0]]), DType::F32))]
     fn rank_loss_forward(
         p: FloatTensor<Self>,
         rewards: FloatTensor<Self>,
         valid: FloatTensor<Self>,
         kind: PairLoss,
+        margin: f32,
     ) -> FloatTensor<Self>;
 
     /// `d p [Q, K]` from the gradient of the per-query losses `[Q]`.
-    #[fusion(meta = |p, _rewards, _valid, _grad, _kind| TensorSpec::new(p.shape.clone(), DType::F32))]
+    #[fusion(meta = |p, _rewards, _valid, _grad, _kind, _margin| TensorSpec::new(p.shape.clone(), DType::F32))]
     fn rank_loss_backward(
         p: FloatTensor<Self>,
         rewards: FloatTensor<Self>,
         valid: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         kind: PairLoss,
+        margin: f32,
     ) -> FloatTensor<Self>;
 
     /// The fused head (`fused_head.rs`): `(sum [S], lse [S·T])` from the hidden states

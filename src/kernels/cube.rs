@@ -140,6 +140,7 @@ impl RrhfKernels for CubeBackend {
         rewards: FloatTensor<Self>,
         valid: FloatTensor<Self>,
         kind: PairLoss,
+        margin: f32,
     ) -> FloatTensor<Self> {
         let p = f32_contiguous(p, "scores");
         let rewards = f32_contiguous(rewards, "rewards");
@@ -156,6 +157,7 @@ impl RrhfKernels for CubeBackend {
             loss.clone().into_tensor_arg(),
             q as u32,
             k as u32,
+            margin,
             kind == PairLoss::Logistic,
         );
         loss
@@ -167,6 +169,7 @@ impl RrhfKernels for CubeBackend {
         valid: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         kind: PairLoss,
+        margin: f32,
     ) -> FloatTensor<Self> {
         let p = f32_contiguous(p, "scores");
         let rewards = f32_contiguous(rewards, "rewards");
@@ -185,6 +188,7 @@ impl RrhfKernels for CubeBackend {
             out.clone().into_tensor_arg(),
             q as u32,
             k as u32,
+            margin,
             kind == PairLoss::Logistic,
         );
         out
@@ -265,6 +269,7 @@ pub fn wgsl_sources(device: &burn::tensor::Device) -> anyhow::Result<Vec<(String
                 tensor(),
                 (),
                 (),
+                (),
                 logistic,
             )),
         ));
@@ -279,6 +284,7 @@ pub fn wgsl_sources(device: &burn::tensor::Device) -> anyhow::Result<Vec<(String
                 tensor(),
                 tensor(),
                 tensor(),
+                (),
                 (),
                 (),
                 logistic,

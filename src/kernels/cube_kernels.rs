@@ -153,7 +153,7 @@ fn pair_slope(g: f32, #[comptime] logistic: bool) -> f32 {
 }
 
 /// Ranking loss, forward: one unit per query of `p`, `rewards`, `valid` `[queries, slots]`.
-/// `loss[q]` sums f(p_i − p_j) over the slot pairs with r_i < r_j, f being RRHF's hinge
+/// `loss[q]` sums f(p_i − p_j + margin) over the slot pairs with r_i < r_j, f being RRHF's hinge
 /// max(0, g) or the logistic log(1 + exp(g)) (reward models). Ties and padded slots
 /// (`valid == 0`) add nothing.
 #[cube(launch)]
@@ -164,6 +164,7 @@ pub fn rank_loss_forward(
     loss: &mut Tensor<f32>,
     queries: u32,
     slots: u32,
+    margin: f32,
     #[comptime] logistic: bool,
 ) {
     let q = ABSOLUTE_POS;
@@ -175,7 +176,7 @@ pub fn rank_loss_forward(
             if valid[base + i] != 0.0 {
                 for j in 0..k {
                     if valid[base + j] != 0.0 && rewards[base + i] < rewards[base + j] {
-                        let g = p[base + i] - p[base + j];
+                        let g = p[base + i] - p[base + j] + margin;
                         if logistic {
                             total += softplus(g);
                         } else {
@@ -190,7 +191,7 @@ pub fn rank_loss_forward(
 }
 
 /// Ranking loss, backward: one unit per (query, slot). A pair (i, j) with r_i < r_j and gap
-/// g = p_i − p_j adds f'(g)·grad to dp_i and −f'(g)·grad to dp_j.
+/// g = p_i − p_j + margin adds f'(g)·grad to dp_i and −f'(g)·grad to dp_j.
 #[cube(launch)]
 pub fn rank_loss_backward(
     p: &Tensor<f32>,
@@ -200,6 +201,7 @@ pub fn rank_loss_backward(
     grad_p: &mut Tensor<f32>,
     queries: u32,
     slots: u32,
+    margin: f32,
     #[comptime] logistic: bool,
 ) {
     let at = ABSOLUTE_POS;
@@ -216,10 +218,10 @@ pub fn rank_loss_backward(
                     let pj = p[base + j];
                     let rj = rewards[base + j];
                     if ri < rj {
-                        d += pair_slope(pi - pj, logistic);
+                        d += pair_slope(pi - pj + margin, logistic);
                     }
                     if rj < ri {
-                        d -= pair_slope(pj - pi, logistic);
+                        d -= pair_slope(pj - pi + margin, logistic);
                     }
                 }
             }

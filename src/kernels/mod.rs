@@ -145,20 +145,22 @@ pub fn fused_sequence_logprob(
     Tensor::from_dispatch(sum)
 }
 
-/// The ranking loss per query `[Q]`: `kind` summed over the pairs with r_i < r_j; differentiable
-/// in `p`. `valid` is 1 for real response slots and 0 for the padding of queries with fewer
+/// The ranking loss per query `[Q]`: `kind` of p_i - p_j + `margin` summed over the pairs with
+/// r_i < r_j; differentiable in `p`. `valid` is 1 for real response slots and 0 for the padding of queries with fewer
 /// responses.
 pub fn ranking_loss(
     p: Tensor<2>,
     rewards: Tensor<2>,
     valid: Tensor<2>,
     kind: PairLoss,
+    margin: f32,
 ) -> Tensor<1> {
     Tensor::from_dispatch(<Dispatch as RrhfKernels>::rank_loss_forward(
         p.into_dispatch(),
         rewards.into_dispatch(),
         valid.into_dispatch(),
         kind,
+        margin,
     ))
 }
 
@@ -169,6 +171,7 @@ pub fn ranking_loss_backward(
     valid: Tensor<2>,
     grad: Tensor<1>,
     kind: PairLoss,
+    margin: f32,
 ) -> Tensor<2> {
     Tensor::from_dispatch(<Dispatch as RrhfKernels>::rank_loss_backward(
         p.into_dispatch(),
@@ -176,6 +179,7 @@ pub fn ranking_loss_backward(
         valid.into_dispatch(),
         grad.into_dispatch(),
         kind,
+        margin,
     ))
 }
 
@@ -224,12 +228,14 @@ impl RrhfKernels for Flex {
         rewards: FloatTensor<Self>,
         valid: FloatTensor<Self>,
         kind: PairLoss,
+        margin: f32,
     ) -> FloatTensor<Self> {
         flex(reference::rank_loss_forward(
             Tensor::from_primitive::<Flex>(p),
             Tensor::from_primitive::<Flex>(rewards),
             Tensor::from_primitive::<Flex>(valid),
             kind,
+            margin,
         ))
     }
 
@@ -239,6 +245,7 @@ impl RrhfKernels for Flex {
         valid: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         kind: PairLoss,
+        margin: f32,
     ) -> FloatTensor<Self> {
         flex(reference::rank_loss_backward(
             Tensor::from_primitive::<Flex>(p),
@@ -246,6 +253,7 @@ impl RrhfKernels for Flex {
             Tensor::from_primitive::<Flex>(valid),
             Tensor::from_primitive::<Flex>(grad),
             kind,
+            margin,
         ))
     }
 

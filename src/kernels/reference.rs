@@ -48,15 +48,16 @@ fn logsumexp_last(x: Tensor<3>) -> Tensor<3> {
 }
 
 /// The ranking loss per query `[Q]`: the sum over slot pairs with r_i < r_j of
-/// max(0, p_i - p_j) (hinge) or log(1 + exp(p_i - p_j)) (logistic).
+/// max(0, g) (hinge) or log(1 + exp(g)) (logistic), g = p_i - p_j + margin.
 pub fn rank_loss_forward(
     p: Tensor<2>,
     rewards: Tensor<2>,
     valid: Tensor<2>,
     kind: PairLoss,
+    margin: f32,
 ) -> Tensor<1> {
     let [q, _] = p.dims();
-    let gap = pairwise_gap(p);
+    let gap = pairwise_gap(p).add_scalar(margin);
     let cost = match kind {
         PairLoss::Hinge => relu(gap),
         // max(g, 0) + log(1 + exp(-|g|)): log(1 + exp(g)) without overflow.
@@ -68,17 +69,18 @@ pub fn rank_loss_forward(
         .reshape([q])
 }
 
-/// `d p_i = g * (sum_{j: r_i < r_j} f'(p_i - p_j) - sum_{j: r_j < r_i} f'(p_j - p_i))`, with
-/// f' the step function (hinge; 0 at a zero gap) or the sigmoid (logistic).
+/// `d p_i = g * (sum_{j: r_i < r_j} f'(p_i - p_j + m) - sum_{j: r_j < r_i} f'(p_j - p_i + m))`,
+/// with f' the step function (hinge; 0 at a zero gap) or the sigmoid (logistic).
 pub fn rank_loss_backward(
     p: Tensor<2>,
     rewards: Tensor<2>,
     valid: Tensor<2>,
     grad: Tensor<1>,
     kind: PairLoss,
+    margin: f32,
 ) -> Tensor<2> {
     let [q, k] = p.dims();
-    let gap = pairwise_gap(p);
+    let gap = pairwise_gap(p).add_scalar(margin);
     let slope = match kind {
         PairLoss::Hinge => gap.greater_elem(0.0).float(),
         PairLoss::Logistic => sigmoid(gap),

@@ -386,6 +386,12 @@ impl TrainConfig {
                 "must be a number in [0, 10] (1: the mean log-prob, 0: the sum)",
             );
         }
+        if !number_in(l.rank_margin as f64, 0.0, 1000.0) {
+            return bad(
+                "loss.rank_margin",
+                "must be a number in [0, 1000] (a gap of sequence scores, which are mean log-probs)",
+            );
+        }
         if l.fused_head && l.head_chunk == 0 {
             return bad(
                 "loss.head_chunk",
