@@ -279,7 +279,7 @@ fn check_rank_case(name: &str, case: &RankCase, kind: PairLoss, margin: f32) {
 
 #[test]
 fn ranking_loss_matches_reference() {
-    for kind in [PairLoss::Hinge, PairLoss::Logistic] {
+    for kind in [PairLoss::Hinge, PairLoss::Logistic, PairLoss::Listwise] {
         for margin in [0.0, 0.5] {
             check_rank_case("random", &RankCase::random(70, 6, 1), kind, margin);
         }
@@ -288,7 +288,7 @@ fn ranking_loss_matches_reference() {
 
 #[test]
 fn ranking_loss_edges() {
-    for kind in [PairLoss::Hinge, PairLoss::Logistic] {
+    for kind in [PairLoss::Hinge, PairLoss::Logistic, PairLoss::Listwise] {
         // A margin must not make ties or padding count.
         check_rank_case("k=1", &RankCase::random(3, 1, 2), kind, 1.0);
         let mut tied = RankCase::random(4, 5, 3);
@@ -351,6 +351,15 @@ fn ranking_loss_values_by_hand() {
             (got - want).abs() < 1e-5,
             "{dev:?}: logistic {got}, want {want}"
         );
+        // Listwise: slot 1 is chosen over {1, 0}, slot 2 over {2, 1, 0}; slot 0 beats nothing.
+        let (p, r, valid) = case.tensors(&dev.device);
+        let e = |x: f32| x.exp();
+        let want = ((e(-2.0) + e(-1.0)).ln() + 2.0) + ((e(-3.0) + e(-2.0) + e(-1.0)).ln() + 3.0);
+        let got = host(ranking_loss(p, r, valid, PairLoss::Listwise, 0.0))[0];
+        assert!(
+            (got - want).abs() < 1e-5,
+            "{dev:?}: listwise {got}, want {want}"
+        );
     }
 }
 
@@ -364,6 +373,7 @@ fn ranking_loss_gradient_matches_finite_differences() {
             (PairLoss::Logistic, 0.0),
             (PairLoss::Hinge, 0.3),
             (PairLoss::Logistic, 0.3),
+            (PairLoss::Listwise, 0.0),
         ]
         .map(|k| (d.clone(), k))
     }) {

@@ -439,6 +439,7 @@ fn ties_ambiguous_lines_and_config_domains_are_named() {
         ("train.max_grad_norm=nan", "train.max_grad_norm"),
         ("train.lr=100", "train.lr"),
         ("loss.rank_weight=inf", "loss.rank_weight"),
+        ("loss.rank_margin=-1", "loss.rank_margin"),
         ("lora.alpha=1e30", "lora.alpha"),
         ("lora.alpha=inf", "lora.alpha"),
         ("lora.rank=100000", "lora.rank"),
@@ -451,6 +452,17 @@ fn ties_ambiguous_lines_and_config_domains_are_named() {
             "{set}: {err}"
         );
     }
+    let listwise_with_margin = [
+        "--set",
+        "loss.rank_loss=\"listwise\"",
+        "--set",
+        "loss.rank_margin=0.5",
+    ];
+    let err = first_step("rel-config", &[ranked, ranked], &listwise_with_margin).unwrap_err();
+    assert!(
+        err.contains("`loss.rank_margin`") && err.contains("listwise"),
+        "{err}"
+    );
 }
 
 /// The tiny model with one weight poisoned: its log-probs are NaN.

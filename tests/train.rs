@@ -209,13 +209,14 @@ fn data_parallel_takes_the_same_steps() {
     }
 }
 
-/// The loss variants train: `loss.rank_loss = "logistic"`, and the hinge with a margin; the eval
-/// loss falls and the ranking is learnt.
+/// The loss variants train: `loss.rank_loss = "logistic"`, the hinge with a margin, and
+/// `"listwise"`; the eval loss falls and the ranking is learnt.
 #[test]
 fn the_loss_variants_train_the_tiny_model() {
     for (name, variant) in [
         ("logistic", "loss.rank_loss=\"logistic\""),
         ("margin", "loss.rank_margin=0.5"),
+        ("listwise", "loss.rank_loss=\"listwise\""),
     ] {
         let out = scratch(&format!("train-{name}"));
         let set = overrides(&out, &DeviceChoice::Cpu, &[variant, "output.save_every=0"]);

@@ -41,6 +41,11 @@ pub enum PairLoss {
     /// Bradley-Terry: log(1 + exp(g)) = -log sigmoid(p_j - p_i). Keeps pushing the right order
     /// apart, so the scores become calibrated log-odds, as reward models want.
     Logistic,
+    /// Not a pair loss but the whole ranking at once (PRO, ListMLE): each response that beats
+    /// another is a softmax choice over itself and the responses it beats,
+    /// -log(exp(p_i) / (exp(p_i) + sum_{j: r_j < r_i} exp(p_j))), summed. Ties are in neither's
+    /// set, as the pair losses ignore them; the margin does not apply.
+    Listwise,
 }
 
 #[backend_extension(Autodiff, Cube, Flex, Fusion)]

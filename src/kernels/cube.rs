@@ -147,6 +147,20 @@ impl RrhfKernels for CubeBackend {
         let valid = f32_contiguous(valid, "slot mask");
         let [q, k] = p.meta.shape().dims::<2>();
         let loss = empty_like(&p, vec![q]);
+        if kind == PairLoss::Listwise {
+            cube_kernels::listwise_loss_forward::launch(
+                &p.client,
+                rank_grid(q),
+                CubeDim::new_1d(RANK_CUBE),
+                p.clone().into_tensor_arg(),
+                rewards.into_tensor_arg(),
+                valid.into_tensor_arg(),
+                loss.clone().into_tensor_arg(),
+                q as u32,
+                k as u32,
+            );
+            return loss;
+        }
         cube_kernels::rank_loss_forward::launch(
             &p.client,
             rank_grid(q),
@@ -177,6 +191,21 @@ impl RrhfKernels for CubeBackend {
         let grad = f32_contiguous(grad, "gradient");
         let [q, k] = p.meta.shape().dims::<2>();
         let out = empty_like(&p, vec![q, k]);
+        if kind == PairLoss::Listwise {
+            cube_kernels::listwise_loss_backward::launch(
+                &p.client,
+                rank_grid(q * k),
+                CubeDim::new_1d(RANK_CUBE),
+                p.clone().into_tensor_arg(),
+                rewards.into_tensor_arg(),
+                valid.into_tensor_arg(),
+                grad.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                q as u32,
+                k as u32,
+            );
+            return out;
+        }
         cube_kernels::rank_loss_backward::launch(
             &p.client,
             rank_grid(q * k),
@@ -291,6 +320,39 @@ pub fn wgsl_sources(device: &burn::tensor::Device) -> anyhow::Result<Vec<(String
             )),
         ));
     }
+    out.push((
+        "listwise_loss_forward.wgsl".into(),
+        Box::new(
+            cube_kernels::listwise_loss_forward::ListwiseLossForward::new(
+                settings(RANK_CUBE),
+                props(),
+                target(),
+                tensor(),
+                tensor(),
+                tensor(),
+                tensor(),
+                (),
+                (),
+            ),
+        ),
+    ));
+    out.push((
+        "listwise_loss_backward.wgsl".into(),
+        Box::new(
+            cube_kernels::listwise_loss_backward::ListwiseLossBackward::new(
+                settings(RANK_CUBE),
+                props(),
+                target(),
+                tensor(),
+                tensor(),
+                tensor(),
+                tensor(),
+                tensor(),
+                (),
+                (),
+            ),
+        ),
+    ));
     let entry = regex::Regex::new(r"\b[a-z_]+_[0-9a-f]{8}\b").expect("a valid pattern");
     out.into_iter()
         .map(|(name, kernel)| {

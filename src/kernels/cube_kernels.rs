@@ -229,3 +229,112 @@ pub fn rank_loss_backward(
         grad_p[at] = d * grad_loss[q];
     }
 }
+
+/// Listwise loss: log of the sum of exp(p_j) over head `h`'s choice set (h itself, and the
+/// valid slots h beats), shifted by the set's maximum. Only called for a valid h.
+#[cube]
+fn listwise_lse(
+    p: &Tensor<f32>,
+    rewards: &Tensor<f32>,
+    valid: &Tensor<f32>,
+    base: usize,
+    k: usize,
+    h: usize,
+) -> f32 {
+    let rh = rewards[base + h];
+    let mut m = p[base + h];
+    for j in 0..k {
+        if valid[base + j] != 0.0 && rewards[base + j] < rh {
+            m = max(m, p[base + j]);
+        }
+    }
+    let mut sum = f32::new(0.0);
+    for j in 0..k {
+        if j == h || (valid[base + j] != 0.0 && rewards[base + j] < rh) {
+            sum += (p[base + j] - m).exp();
+        }
+    }
+    m + sum.ln()
+}
+
+/// Whether valid slot `h` beats another valid slot of its query: a head of the listwise loss.
+#[cube]
+fn beats_another(
+    rewards: &Tensor<f32>,
+    valid: &Tensor<f32>,
+    base: usize,
+    k: usize,
+    h: usize,
+) -> bool {
+    let mut found = false;
+    if valid[base + h] != 0.0 {
+        for j in 0..k {
+            if valid[base + j] != 0.0 && rewards[base + j] < rewards[base + h] {
+                found = true;
+            }
+        }
+    }
+    found
+}
+
+/// Listwise loss (PRO, ListMLE), forward: one unit per query. `loss[q]` sums, over the heads h
+/// (slots that beat another), logsumexp(p over h and the slots h beats) − p_h.
+#[cube(launch)]
+pub fn listwise_loss_forward(
+    p: &Tensor<f32>,
+    rewards: &Tensor<f32>,
+    valid: &Tensor<f32>,
+    loss: &mut Tensor<f32>,
+    queries: u32,
+    slots: u32,
+) {
+    let q = ABSOLUTE_POS;
+    if q < queries as usize {
+        let k = slots as usize;
+        let base = q * k;
+        let mut total = f32::new(0.0);
+        for h in 0..k {
+            if beats_another(rewards, valid, base, k, h) {
+                total += listwise_lse(p, rewards, valid, base, k, h) - p[base + h];
+            }
+        }
+        loss[q] = total;
+    }
+}
+
+/// Listwise loss, backward: one unit per (query, slot) a. d p_a = grad · (sum over heads h whose
+/// choice set holds a of exp(p_a − lse_h), minus 1 if a is a head).
+#[cube(launch)]
+pub fn listwise_loss_backward(
+    p: &Tensor<f32>,
+    rewards: &Tensor<f32>,
+    valid: &Tensor<f32>,
+    grad_loss: &Tensor<f32>,
+    grad_p: &mut Tensor<f32>,
+    queries: u32,
+    slots: u32,
+) {
+    let at = ABSOLUTE_POS;
+    let k = slots as usize;
+    if at < queries as usize * k {
+        let q = at / k;
+        let base = q * k;
+        let a = at - base;
+        let mut d = f32::new(0.0);
+        if valid[at] != 0.0 {
+            for h in 0..k {
+                if beats_another(rewards, valid, base, k, h) {
+                    let in_set = h == a || rewards[at] < rewards[base + h];
+                    if in_set {
+                        let lse = listwise_lse(p, rewards, valid, base, k, h);
+                        d += (p[at] - lse).exp();
+                        if h == a {
+                            d -= 1.0;
+                        }
+                    }
+                }
+            }
+        }
+        grad_p[at] = d * grad_loss[q];
+    }
+}

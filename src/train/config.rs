@@ -386,6 +386,13 @@ impl TrainConfig {
                 "must be a number in [0, 10] (1: the mean log-prob, 0: the sum)",
             );
         }
+        if l.rank_loss == crate::kernels::PairLoss::Listwise && l.rank_margin != 0.0 {
+            return bad(
+                "loss.rank_margin",
+                "has no meaning for loss.rank_loss = \"listwise\" (a softmax over the ranking, \
+                 not a gap): leave it at 0",
+            );
+        }
         if !number_in(l.rank_margin as f64, 0.0, 1000.0) {
             return bad(
                 "loss.rank_margin",
