@@ -7,7 +7,8 @@
 //! - L_rank = sum over pairs with r_i < r_j of max(0, p_i - p_j), no margin, ties ignored
 //!   (`loss.rank_margin = m`: of max(0, p_i - p_j + m); `loss.rank_loss = "logistic"`: of
 //!   log(1 + exp(p_i - p_j + m)), Bradley-Terry's pair loss, which keeps pushing a pair apart
-//!   once it is in order);
+//!   once it is in order; `"listwise"`: PRO's/ListMLE's sum over each response that beats
+//!   another of -log softmax of its score among itself and those it beats);
 //! - L_ft = -sum_t log P(y_{b,t} | ...) on the best response b (first index on ties), divided
 //!   by |y_b| (`token_mean`), by 1 (`sum`, the paper's equation) or by the padded sequence
 //!   length (`padded_mean`, what the original code computes);

@@ -5,7 +5,8 @@
 //!   `log_softmax` over the vocabulary;
 //! - ranking loss: from sequence scores `p [Q, K]`, rewards `[Q, K]` and slot validity `[Q, K]`,
 //!   the sum per query over mis-orderable pairs of RRHF's hinge, or of the pairwise logistic
-//!   (Bradley-Terry) loss that reward models train with.
+//!   (Bradley-Terry) loss that reward models train with, each with an optional margin; or the
+//!   listwise (PRO/ListMLE) loss over the whole ranking.
 //!
 //! Both live behind one backend-extension trait, [`RrhfKernels`]: CubeCL kernels
 //! (`cube_kernels.rs`, launched in `cube.rs`; `shaders/` shows the WGSL they compile to) on every
