@@ -231,36 +231,64 @@ impl RrhfKernels for CubeBackend {
 /// GPU device) lends its properties. The entry point's name carries a hash that varies with the
 /// build, so it is written as `main`.
 pub fn wgsl_sources(device: &burn::tensor::Device) -> anyhow::Result<Vec<(String, String)>> {
-    use cubecl::prelude::*;
     let burn::backend::DispatchDevice::Cube(cube) = device.as_dispatch() else {
         anyhow::bail!("the WGSL sources need a GPU device's properties");
     };
     let client = cube.client();
-    let settings = |units: u32| {
+    let device = Definitions {
+        props: client.properties_shared(),
+        target: client.target_properties_shared(),
+    };
+    let entry = regex::Regex::new(r"\b[a-z_]+_[0-9a-f]{8}\b").expect("a valid pattern");
+    log_prob_kernels(&device)
+        .into_iter()
+        .chain(ranking_kernels(&device))
+        .map(|(name, kernel)| to_wgsl(name, kernel.as_ref(), &entry))
+        .collect()
+}
+
+/// A kernel definition with the name of its file in `shaders/`.
+type Named = (String, Box<dyn cubecl::prelude::CubeKernel>);
+
+/// What every kernel definition of [`wgsl_sources`] takes from the device and the launches.
+struct Definitions {
+    props: std::sync::Arc<cubecl::prelude::DeviceProperties>,
+    target: std::sync::Arc<cubecl::prelude::TargetProperties>,
+}
+
+impl Definitions {
+    fn settings(&self, units: u32) -> cubecl::prelude::KernelSettings {
+        use cubecl::prelude::*;
         KernelSettings::new(
             *CubeDim::new_1d(units),
             ExecutionMode::Checked,
             AddressType::U32,
         )
-    };
-    let tensor = || TensorCompilationArg {
-        meta: TensorMetaCompilationArg { len: (), rank: () },
-        buffer: BufferCompilationArg { inplace: None },
-    };
-    let props = || client.properties_shared();
-    let target = || client.target_properties_shared();
-    let mut out: Vec<(String, Box<dyn CubeKernel>)> = vec![
+    }
+
+    fn tensor(&self) -> cubecl::prelude::TensorCompilationArg {
+        use cubecl::prelude::*;
+        TensorCompilationArg {
+            meta: TensorMetaCompilationArg { len: (), rank: () },
+            buffer: BufferCompilationArg { inplace: None },
+        }
+    }
+}
+
+/// The sequence log-prob kernels, forward and backward.
+fn log_prob_kernels(d: &Definitions) -> Vec<Named> {
+    vec![
         (
             "seq_logprob_forward.wgsl".into(),
             Box::new(cube_kernels::seq_logprob_forward::SeqLogprobForward::new(
-                settings(ROW_CUBE),
-                props(),
-                target(),
-                tensor(),
-                tensor(),
-                tensor(),
-                tensor(),
-                tensor(),
+                d.settings(ROW_CUBE),
+                d.props.clone(),
+                d.target.clone(),
+                d.tensor(),
+                d.tensor(),
+                d.tensor(),
+                d.tensor(),
+                d.tensor(),
                 (),
                 (),
                 ROW_CUBE as usize,
@@ -269,33 +297,38 @@ pub fn wgsl_sources(device: &burn::tensor::Device) -> anyhow::Result<Vec<(String
         (
             "seq_logprob_backward.wgsl".into(),
             Box::new(cube_kernels::seq_logprob_backward::SeqLogprobBackward::new(
-                settings(ROW_CUBE),
-                props(),
-                target(),
-                tensor(),
-                tensor(),
-                tensor(),
-                tensor(),
-                tensor(),
-                tensor(),
+                d.settings(ROW_CUBE),
+                d.props.clone(),
+                d.target.clone(),
+                d.tensor(),
+                d.tensor(),
+                d.tensor(),
+                d.tensor(),
+                d.tensor(),
+                d.tensor(),
                 (),
                 (),
                 (),
                 ROW_CUBE as usize,
             )),
         ),
-    ];
+    ]
+}
+
+/// The ranking kernels: the pair loss in each of its comptime variants, and the listwise loss.
+fn ranking_kernels(d: &Definitions) -> Vec<Named> {
+    let mut out: Vec<Named> = Vec::new();
     for (kind, logistic) in [("hinge", false), ("logistic", true)] {
         out.push((
             format!("rank_loss_forward_{kind}.wgsl"),
             Box::new(cube_kernels::rank_loss_forward::RankLossForward::new(
-                settings(RANK_CUBE),
-                props(),
-                target(),
-                tensor(),
-                tensor(),
-                tensor(),
-                tensor(),
+                d.settings(RANK_CUBE),
+                d.props.clone(),
+                d.target.clone(),
+                d.tensor(),
+                d.tensor(),
+                d.tensor(),
+                d.tensor(),
                 (),
                 (),
                 (),
@@ -305,14 +338,14 @@ pub fn wgsl_sources(device: &burn::tensor::Device) -> anyhow::Result<Vec<(String
         out.push((
             format!("rank_loss_backward_{kind}.wgsl"),
             Box::new(cube_kernels::rank_loss_backward::RankLossBackward::new(
-                settings(RANK_CUBE),
-                props(),
-                target(),
-                tensor(),
-                tensor(),
-                tensor(),
-                tensor(),
-                tensor(),
+                d.settings(RANK_CUBE),
+                d.props.clone(),
+                d.target.clone(),
+                d.tensor(),
+                d.tensor(),
+                d.tensor(),
+                d.tensor(),
+                d.tensor(),
                 (),
                 (),
                 (),
@@ -324,13 +357,13 @@ pub fn wgsl_sources(device: &burn::tensor::Device) -> anyhow::Result<Vec<(String
         "listwise_loss_forward.wgsl".into(),
         Box::new(
             cube_kernels::listwise_loss_forward::ListwiseLossForward::new(
-                settings(RANK_CUBE),
-                props(),
-                target(),
-                tensor(),
-                tensor(),
-                tensor(),
-                tensor(),
+                d.settings(RANK_CUBE),
+                d.props.clone(),
+                d.target.clone(),
+                d.tensor(),
+                d.tensor(),
+                d.tensor(),
+                d.tensor(),
                 (),
                 (),
             ),
@@ -340,36 +373,39 @@ pub fn wgsl_sources(device: &burn::tensor::Device) -> anyhow::Result<Vec<(String
         "listwise_loss_backward.wgsl".into(),
         Box::new(
             cube_kernels::listwise_loss_backward::ListwiseLossBackward::new(
-                settings(RANK_CUBE),
-                props(),
-                target(),
-                tensor(),
-                tensor(),
-                tensor(),
-                tensor(),
-                tensor(),
+                d.settings(RANK_CUBE),
+                d.props.clone(),
+                d.target.clone(),
+                d.tensor(),
+                d.tensor(),
+                d.tensor(),
+                d.tensor(),
+                d.tensor(),
                 (),
                 (),
             ),
         ),
     ));
-    let entry = regex::Regex::new(r"\b[a-z_]+_[0-9a-f]{8}\b").expect("a valid pattern");
-    out.into_iter()
-        .map(|(name, kernel)| {
-            let definition = cubecl::define_kernel(kernel.as_ref())
-                .map_err(|e| anyhow::anyhow!("{name}: {e:?}"))?;
-            let source = cubecl::Compiler::compile(
-                &mut cubecl::wgpu::WgslCompiler,
-                definition,
-                &Default::default(),
-            )
-            .map_err(|e| anyhow::anyhow!("{name}: {e:?}"))?
-            .to_string();
-            let header = format!(
-                "// {name}: generated from src/kernels/cube_kernels.rs by cubecl's WGSL compiler\n\
-                 // (scripts/update-shaders.sh); do not edit.\n"
-            );
-            Ok((name, header + &entry.replace_all(&source, "main")))
-        })
-        .collect()
+    out
+}
+
+/// One kernel's WGSL, headed by where it comes from, its hashed entry point (`entry`) as `main`.
+fn to_wgsl(
+    name: String,
+    kernel: &dyn cubecl::prelude::CubeKernel,
+    entry: &regex::Regex,
+) -> anyhow::Result<(String, String)> {
+    let definition = cubecl::define_kernel(kernel).map_err(|e| anyhow::anyhow!("{name}: {e:?}"))?;
+    let source = cubecl::Compiler::compile(
+        &mut cubecl::wgpu::WgslCompiler,
+        definition,
+        &Default::default(),
+    )
+    .map_err(|e| anyhow::anyhow!("{name}: {e:?}"))?
+    .to_string();
+    let header = format!(
+        "// {name}: generated from src/kernels/cube_kernels.rs by cubecl's WGSL compiler\n\
+         // (scripts/update-shaders.sh); do not edit.\n"
+    );
+    Ok((name, header + &entry.replace_all(&source, "main")))
 }
