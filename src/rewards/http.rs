@@ -10,13 +10,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use super::interface::{Reward, Scoring};
+use super::interface::{Reward, Scoring, quoted_start};
 
 /// Tries of one batch before its failure is the run's.
 pub const TRIES: u32 = 3;
-
-/// The start of an answer's body that an error quotes.
-const QUOTED_BYTES: usize = 200;
 
 pub struct HttpJudge {
     url: String,
@@ -80,15 +77,7 @@ impl HttpJudge {
             Err(e) => bail!("reward `{}`: the request failed: {e}", self.url),
         };
         let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string();
-        let quoted = |t: &str| {
-            let end = (0..=QUOTED_BYTES.min(t.len()))
-                .rev()
-                .find(|&i| t.is_char_boundary(i))
-                .unwrap_or(0);
-            format!("{:?}", &t[..end])
-        };
-        let text = match text {
+        let text = match response.body_mut().read_to_string() {
             Ok(t) => t,
             Err(ureq::Error::Timeout(_)) => {
                 return Ok(Err("the answer did not arrive within the timeout".into()));
@@ -96,20 +85,20 @@ impl HttpJudge {
             Err(e) => return Ok(Err(format!("reading the answer failed: {e}"))),
         };
         if status == 429 || status >= 500 {
-            return Ok(Err(format!("HTTP {status}: {}", quoted(&text))));
+            return Ok(Err(format!("HTTP {status}: {}", quoted_start(&text))));
         }
         if status != 200 {
             bail!(
                 "reward `{}`: HTTP {status} (not retried): {}",
                 self.url,
-                quoted(&text)
+                quoted_start(&text)
             );
         }
         let answer: Value = serde_json::from_str(&text).with_context(|| {
             format!(
                 "reward `{}`: the answer is not JSON: {}",
                 self.url,
-                quoted(&text)
+                quoted_start(&text)
             )
         })?;
         match answer.get("scores").and_then(Value::as_array) {
@@ -117,7 +106,7 @@ impl HttpJudge {
             None => bail!(
                 "reward `{}`: the answer has no `scores` array: {}",
                 self.url,
-                quoted(&text)
+                quoted_start(&text)
             ),
         }
     }

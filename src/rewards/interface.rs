@@ -33,7 +33,7 @@ pub fn check_timeout(secs: f64) -> Result<Duration> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// The start of `text` in quotes, for messages that name a query.
+/// The start of `text` in quotes, for messages that name a query or quote an answer.
 pub fn quoted_start(text: &str) -> String {
     const SHOWN: usize = 80;
     match text.char_indices().nth(SHOWN) {
