@@ -43,7 +43,7 @@ pub enum FtNorm {
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LossConfig {
-    /// The pair loss of L_rank: RRHF's `hinge` (the paper's) or `logistic`.
+    /// The term of L_rank: RRHF's `hinge` (the paper's), `logistic` or `listwise`.
     pub rank_loss: PairLoss,
     /// m in f(p_i - p_j + m): a pair counts as ranked only once p_j leads by m (0: the paper's).
     pub rank_margin: f32,

@@ -57,15 +57,14 @@ pub fn rank_loss_forward(
     margin: f32,
 ) -> Tensor<1> {
     let [q, _] = p.dims();
-    if kind == PairLoss::Listwise {
-        return listwise_forward(p, rewards, valid);
-    }
-    let gap = pairwise_gap(p).add_scalar(margin);
     let cost = match kind {
-        PairLoss::Hinge => relu(gap),
-        // max(g, 0) + log(1 + exp(-|g|)): log(1 + exp(g)) without overflow.
-        PairLoss::Logistic => relu(gap.clone()) + (-gap.abs()).exp().add_scalar(1.0).log(),
-        PairLoss::Listwise => unreachable!("returned above"),
+        PairLoss::Hinge => relu(pairwise_gap(p).add_scalar(margin)),
+        PairLoss::Logistic => {
+            let gap = pairwise_gap(p).add_scalar(margin);
+            // max(g, 0) + log(1 + exp(-|g|)): log(1 + exp(g)) without overflow.
+            relu(gap.clone()) + (-gap.abs()).exp().add_scalar(1.0).log()
+        }
+        PairLoss::Listwise => return listwise_forward(p, rewards, valid),
     };
     (cost * ordered_pairs(rewards, valid))
         .sum_dim(2)
@@ -84,14 +83,10 @@ pub fn rank_loss_backward(
     margin: f32,
 ) -> Tensor<2> {
     let [q, k] = p.dims();
-    if kind == PairLoss::Listwise {
-        return listwise_backward(p, rewards, valid, grad);
-    }
-    let gap = pairwise_gap(p).add_scalar(margin);
     let slope = match kind {
-        PairLoss::Hinge => gap.greater_elem(0.0).float(),
-        PairLoss::Logistic => sigmoid(gap),
-        PairLoss::Listwise => unreachable!("returned above"),
+        PairLoss::Hinge => pairwise_gap(p).add_scalar(margin).greater_elem(0.0).float(),
+        PairLoss::Logistic => sigmoid(pairwise_gap(p).add_scalar(margin)),
+        PairLoss::Listwise => return listwise_backward(p, rewards, valid, grad),
     };
     let active = ordered_pairs(rewards, valid) * slope;
     let as_lower = active.clone().sum_dim(2).reshape([q, k]);
