@@ -2,7 +2,8 @@
 # The test command of the README (and of CI): installs what the tests need, then runs them all.
 #  - a Vulkan driver (lavapipe when there is no GPU), so the wgpu path is tested, not skipped;
 #  - SmolLM2-135M-Instruct, for the tests against transformers on a real model (skipped with a
-#    message if it cannot be downloaded).
+#    message if it cannot be downloaded);
+#  - the tensorboard Python package, whose reader tests/tensorboard.rs checks the event files with.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -11,6 +12,10 @@ scripts/ensure-font.sh
 export RRHF_TEST_REQUIRE_WGPU=${RRHF_TEST_REQUIRE_WGPU:-1}
 # Vulkan drivers print a Wayland warning on headless machines without it.
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
+if ! python3 -c "import tensorboard" 2>/dev/null; then
+  python3 -m pip install --quiet tensorboard \
+    || echo "warning: could not install tensorboard; tests/tensorboard.rs will fail" >&2
+fi
 if ! scripts/fetch-smollm2.sh; then
   echo "warning: could not get SmolLM2-135M-Instruct; its tests will be skipped" >&2
 fi

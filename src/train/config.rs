@@ -225,6 +225,9 @@ pub struct OutputSection {
     pub eval_every: usize,
     #[serde(default = "one")]
     pub log_every: usize,
+    /// Also write every metrics.jsonl number as a TensorBoard scalar under `<dir>/tensorboard/`.
+    #[serde(default)]
+    pub tensorboard: bool,
 }
 
 fn one() -> usize {

@@ -13,6 +13,7 @@ pub mod run_dir;
 pub mod schedule;
 pub mod state;
 pub mod step;
+pub mod tensorboard;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -43,7 +44,7 @@ use loss_scale::LossScale;
 use online::OnlineSampler;
 use optimizer::AdamW;
 pub use run_dir::{FINAL_DIR, METRICS_FILE, PLOT_FILE};
-use run_dir::{RunDir, RunStart};
+use run_dir::{RunDir, RunStart, TENSORBOARD_DIR};
 use schedule::LrSchedule;
 use state::{TrainerState, checkpoint_dir, load_checkpoint_state, save_checkpoint};
 use step::{Objective, OptimizerStep, StepFigures};
@@ -164,7 +165,9 @@ impl<'a> Run<'a> {
             resume_state(dir, &mut state, &mut optimizer, &selected.device)?;
         }
         manifest::record_start(out, config, &selected, state.step)?;
-        let metrics = MetricsLog::open(&out.join(METRICS_FILE), state.step)?;
+        let tensorboard = config.output.tensorboard.then(|| out.join(TENSORBOARD_DIR));
+        let metrics =
+            MetricsLog::open(&out.join(METRICS_FILE), tensorboard.as_deref(), state.step)?;
         let end = options
             .stop_after
             .map_or(schedule.total, |s| s.min(schedule.total));
@@ -762,15 +765,17 @@ impl QueryOrder {
     }
 }
 
-/// `metrics.jsonl`, appended to. On resume, lines past the resumed step (from a run that went
-/// on after its last checkpoint) are dropped first.
+/// `metrics.jsonl`, appended to, and with `output.tensorboard` the same numbers as TensorBoard
+/// scalars. On resume, lines past the resumed step (from a run that went on after its last
+/// checkpoint) are dropped first, from both.
 struct MetricsLog {
     file: JsonlWriter<File>,
+    tensorboard: Option<tensorboard::EventWriter>,
     echo: bool,
 }
 
 impl MetricsLog {
-    fn open(path: &Path, keep_through_step: usize) -> Result<Self> {
+    fn open(path: &Path, events_dir: Option<&Path>, keep_through_step: usize) -> Result<Self> {
         let kept: Vec<String> = if keep_through_step > 0 && path.exists() {
             BufReader::new(File::open(path)?)
                 .lines()
@@ -788,11 +793,24 @@ impl MetricsLog {
         let mut file = JsonlWriter::new(
             File::create(path).with_context(|| format!("cannot write {}", path.display()))?,
         );
-        for line in kept {
-            file.write_line(&line)?;
+        for line in &kept {
+            file.write_line(line)?;
         }
+        // The event files are started over from the kept lines, so they hold what metrics.jsonl
+        // holds, once each.
+        let tensorboard = match events_dir {
+            Some(dir) => {
+                let values: Vec<serde_json::Value> = kept
+                    .iter()
+                    .filter_map(|line| serde_json::from_str(line).ok())
+                    .collect();
+                Some(tensorboard::EventWriter::rewrite(dir, &values)?)
+            }
+            None => None,
+        };
         Ok(Self {
             file,
+            tensorboard,
             echo: !std::io::stderr().is_terminal(),
         })
     }
@@ -800,6 +818,9 @@ impl MetricsLog {
     fn write(&mut self, value: serde_json::Value, progress: &ProgressBar) -> Result<()> {
         let line = self.file.write(&value)?;
         self.file.flush()?;
+        if let Some(events) = &mut self.tensorboard {
+            events.write(&value)?;
+        }
         if self.echo {
             eprintln!("{line}");
         } else if value.get("eval_loss").is_some() {

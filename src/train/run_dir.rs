@@ -5,8 +5,8 @@
 //!   file left by a dead process is simply taken over; of two runs started at once, one runs and
 //!   the other is refused with the pid of the first.
 //! - A fresh run into a directory that holds another run's files (metrics, checkpoints, `final/`,
-//!   samples, plot) is refused with how to resume it; `--force` starts over, removing only those
-//!   files (never the user's others), and never one that this run reads.
+//!   samples, plot, TensorBoard events) is refused with how to resume it; `--force` starts over,
+//!   removing only those files (never the user's others), and never one that this run reads.
 //! - Leftovers of writes that a `kill -9` interrupted (`.checkpoint-N.tmp-PID`) are cleared at
 //!   every start and resume (`checkpoint::outputs::clear_leftovers`).
 
@@ -24,6 +24,8 @@ pub const FINAL_DIR: &str = "final";
 pub const PLOT_FILE: &str = "metrics.png";
 pub const LOCK_FILE: &str = ".rrhf.lock";
 pub const SAMPLES_DIR: &str = "samples";
+/// `output.tensorboard`: the run's TensorBoard event files (`train::tensorboard`).
+pub const TENSORBOARD_DIR: &str = "tensorboard";
 /// The run's manifest (`train::manifest`): what produced it.
 pub const MANIFEST_FILE: &str = "run.json";
 
@@ -68,6 +70,7 @@ impl RunDir {
         // Holding the lock, every leftover in the directory is a dead writer's.
         clear_leftovers(dir)?;
         clear_leftovers(&dir.join(SAMPLES_DIR))?;
+        clear_leftovers(&dir.join(TENSORBOARD_DIR))?;
         let inside = start
             .resume
             .is_some_and(|r| resolved(r).starts_with(resolved(dir)));
@@ -148,7 +151,8 @@ fn lock(dir: &Path) -> Result<RunLock> {
     Ok(RunLock(file))
 }
 
-/// The files and folders of a run in `dir`: metrics, plot, checkpoints, `final/`, samples.
+/// The files and folders of a run in `dir`: metrics, plot, checkpoints, `final/`, samples,
+/// TensorBoard events.
 pub fn run_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
@@ -157,7 +161,14 @@ pub fn run_files(dir: &Path) -> Result<Vec<PathBuf>> {
         let is_checkpoint = name
             .strip_prefix("checkpoint-")
             .is_some_and(|n| n.parse::<usize>().is_ok());
-        if is_checkpoint || [METRICS_FILE, PLOT_FILE, FINAL_DIR, SAMPLES_DIR].contains(&&*name) {
+        let own = [
+            METRICS_FILE,
+            PLOT_FILE,
+            FINAL_DIR,
+            SAMPLES_DIR,
+            TENSORBOARD_DIR,
+        ];
+        if is_checkpoint || own.contains(&&*name) {
             found.push(entry.path());
         }
     }
