@@ -63,11 +63,7 @@ fn evaluate_loaded(
     let started = Instant::now();
     let (answers, tokens) = answer_queries(&model, &tokenizer, &queries, settings)?;
     let seconds = started.elapsed().as_secs_f64();
-    let nested: Vec<Vec<String>> = answers.iter().map(|a| vec![a.clone()]).collect();
-    let rewards: Vec<f64> = score_responses(reward, &queries, &nested)?
-        .into_iter()
-        .flatten()
-        .collect();
+    let rewards = score_answers(reward, &queries, &answers)?;
     let (reward_mean, reward_std) = mean_std(&rewards);
     Ok(ModelEval {
         model: dir.display().to_string(),
@@ -101,6 +97,19 @@ pub fn answer_queries(
         }
     }
     Ok((answers, tokens))
+}
+
+/// Each query's answer's reward (one call to the reward for all of them).
+pub fn score_answers(
+    reward: &mut dyn Reward,
+    queries: &[String],
+    answers: &[String],
+) -> Result<Vec<f64>> {
+    let nested: Vec<Vec<String>> = answers.iter().map(|a| vec![a.clone()]).collect();
+    Ok(score_responses(reward, queries, &nested)?
+        .into_iter()
+        .flatten()
+        .collect())
 }
 
 /// exp of the mean negative log-likelihood per token (EOS included) of the reference responses.

@@ -1,7 +1,9 @@
 //! A PNG of a run's `metrics.jsonl`: the loss per step (train, smoothed over noisy steps, and
 //! eval where it was measured) beside its rank and fine-tune parts, each a curve of its own
 //! (RRHF's users ask for them: GanjinZero/RRHF#51), and below them the reward per step of an
-//! online run, or else the eval ranking accuracy. Steps are whole numbers on the axis.
+//! online run, or else the eval ranking accuracy, and beside it, for a run with `[eval]`, the
+//! eval answers' mean reward and their win rate against the start model, as points. Steps are
+//! whole numbers on the axis.
 //!
 //! Text needs a TrueType font, which plotters does not bring: the first of `RRHF_FONT` and the
 //! usual system locations that exists is used (Debian: `fonts-dejavu-core`).
@@ -34,6 +36,15 @@ struct RunSeries {
     eval_loss: Series,
     reward: Series,
     eval_accuracy: Series,
+    eval_reward: Series,
+    eval_win_rate: Series,
+}
+
+/// One chart: its title, the y axis's name, and its named, coloured series.
+struct Panel<'a> {
+    title: &'static str,
+    y_label: &'static str,
+    lines: Vec<(&'static str, &'a Series, RGBAColor)>,
 }
 
 /// Draws `metrics` (a `metrics.jsonl`) into the PNG file `out`, written under a temporary name
@@ -90,6 +101,8 @@ fn read_series(path: &Path) -> Result<RunSeries> {
         eval_loss: vec![],
         reward: vec![],
         eval_accuracy: vec![],
+        eval_reward: vec![],
+        eval_win_rate: vec![],
     };
     for (n, line) in text.lines().enumerate() {
         let v: Value = serde_json::from_str(line)
@@ -104,6 +117,8 @@ fn read_series(path: &Path) -> Result<RunSeries> {
             ("eval_loss", &mut run.eval_loss),
             ("reward", &mut run.reward),
             ("eval_rank_accuracy", &mut run.eval_accuracy),
+            ("eval_reward", &mut run.eval_reward),
+            ("eval_win_rate", &mut run.eval_win_rate),
         ] {
             if let Some(y) = v[key].as_f64().filter(|y| y.is_finite()) {
                 series.push((step, y));
@@ -153,23 +168,44 @@ fn draw(run: &RunSeries, path: &Path) -> Result<()> {
             ("fine-tune", &run.ft_loss, CYAN.mix(0.9)),
         ],
     )?;
-    if run.reward.is_empty() {
-        panel(
-            &rows[1],
-            "Eval ranking accuracy",
-            "accuracy",
-            &[("eval", &run.eval_accuracy, RED.to_rgba())],
-        )?;
-    } else {
-        panel(
-            &rows[1],
-            "Mean reward of the sampled responses per step",
-            "reward",
-            &[("reward", &run.reward, GREEN.to_rgba())],
-        )?;
+    let lower = lower_panels(run);
+    for (area, p) in rows[1].split_evenly((1, lower.len())).iter().zip(&lower) {
+        panel(area, p.title, p.y_label, &p.lines)?;
     }
     root.present()?;
     Ok(())
+}
+
+/// The lower row: an online run's sampled reward, or else the eval ranking accuracy (left out
+/// when there is none and `[eval]` fills the row); then, with `[eval]`, its reward and win rate.
+fn lower_panels(run: &RunSeries) -> Vec<Panel<'_>> {
+    let mut panels = vec![];
+    if !run.reward.is_empty() {
+        panels.push(Panel {
+            title: "Mean reward of the sampled responses per step",
+            y_label: "reward",
+            lines: vec![("reward", &run.reward, GREEN.to_rgba())],
+        });
+    } else if !run.eval_accuracy.is_empty() || run.eval_reward.is_empty() {
+        panels.push(Panel {
+            title: "Eval ranking accuracy",
+            y_label: "accuracy",
+            lines: vec![("eval", &run.eval_accuracy, RED.to_rgba())],
+        });
+    }
+    if !run.eval_reward.is_empty() {
+        panels.push(Panel {
+            title: "Eval answers: mean reward",
+            y_label: "reward",
+            lines: vec![("eval", &run.eval_reward, RED.to_rgba())],
+        });
+        panels.push(Panel {
+            title: "Eval answers: win rate against the start",
+            y_label: "win rate",
+            lines: vec![("eval", &run.eval_win_rate, MAGENTA.to_rgba())],
+        });
+    }
+    panels
 }
 
 /// Fewer points than this are drawn as they are: smoothing needs noise to average.
@@ -294,6 +330,8 @@ mod tests {
         );
         assert!((run.reward[7].1 - 0.8).abs() < 1e-12);
         assert_eq!(run.eval_loss, vec![(0.0, 2.0)]);
+        assert!(run.eval_reward.is_empty());
+        assert_eq!(lower_panels(&run).len(), 1);
 
         let png = dir.join("metrics.png");
         plot_metrics(&metrics, &png).unwrap();
@@ -302,6 +340,31 @@ mod tests {
         // The IHDR chunk: width and height as drawn.
         assert_eq!(u32::from_be_bytes(bytes[16..20].try_into().unwrap()), 1200);
         assert_eq!(u32::from_be_bytes(bytes[20..24].try_into().unwrap()), 760);
+    }
+
+    #[test]
+    fn eval_answers_get_panels_of_their_own() {
+        let dir = scratch("eval-answers");
+        let metrics = dir.join("metrics.jsonl");
+        let mut lines = vec![];
+        for step in [0, 2, 4] {
+            lines.push(format!(
+                r#"{{"step":{step},"eval_reward":{},"eval_reward_std":0.1,"eval_win_rate":{},"eval_answer_tokens":5.0}}"#,
+                0.2 * step as f64,
+                0.5 + 0.1 * step as f64
+            ));
+            if step > 0 {
+                lines.push(format!(r#"{{"step":{step},"loss":1.0,"rank_loss":0.5,"ft_loss":0.5}}"#));
+            }
+        }
+        std::fs::write(&metrics, lines.join("\n")).unwrap();
+        let run = read_series(&metrics).unwrap();
+        assert_eq!(run.eval_reward, vec![(0.0, 0.0), (2.0, 0.4), (4.0, 0.8)]);
+        assert_eq!(run.eval_win_rate[0], (0.0, 0.5));
+        // No online reward and no ranking accuracy: the eval answers fill the row.
+        let titles: Vec<&str> = lower_panels(&run).iter().map(|p| p.title).collect();
+        assert_eq!(titles.len(), 2, "{titles:?}");
+        plot_metrics(&metrics, &dir.join("metrics.png")).unwrap();
     }
 
     #[test]

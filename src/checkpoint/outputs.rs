@@ -269,6 +269,18 @@ pub fn write_dir_atomically(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) 
     Ok(())
 }
 
+/// Removes the directory `dir` (one of rrhf's own) so that it is never seen half removed: it is
+/// renamed to a temporary name first, which [`clear_leftovers`] clears if a crash interrupts the
+/// removal.
+pub fn remove_dir_atomically(dir: &Path) -> Result<()> {
+    let doomed = temporary_name(dir, "tmp");
+    if doomed.exists() {
+        remove_path(&doomed)?;
+    }
+    std::fs::rename(dir, &doomed).with_context(|| format!("cannot remove {}", dir.display()))?;
+    remove_path(&doomed)
+}
+
 /// Flushes every file so the rename that follows never publishes half-written data.
 fn sync_dir_files(dir: &Path) -> Result<()> {
     for entry in std::fs::read_dir(dir)? {

@@ -1,5 +1,6 @@
 //! `rrhf train`'s TOML configuration: `[model]`, `[data]`, `[loss]`, `[train]`, `[output]`, and the optional
-//! `[online]` (online RRHF) and `[reward_model]` (`rrhf train-rm`).
+//! `[online]` (online RRHF), `[eval]` (answers to held-out queries, scored while training) and
+//! `[reward_model]` (`rrhf train-rm`).
 //!
 //! Unknown keys are errors (a misspelt key silently falling back to a default is how runs go
 //! wrong). `--set section.key=value` overrides a key after the file is read; the value is TOML
@@ -32,6 +33,8 @@ pub struct TrainConfig {
     pub output: OutputSection,
     /// Online RRHF: sample the responses from the policy being trained.
     pub online: Option<OnlineSection>,
+    /// Greedy answers to held-out queries, scored by a reward, while the policy trains.
+    pub eval: Option<EvalSection>,
     /// Train a reward model on the ranked data instead of a policy (`rrhf train-rm`).
     pub reward_model: Option<RewardModelSection>,
     /// Train LoRA adapters on the projections instead of every weight; the run saves adapters
@@ -89,6 +92,40 @@ pub struct OnlineSection {
     /// `[online.sampling]`: the policy, k, max_new_tokens, temperature... as `rrhf sample` takes.
     #[serde(default)]
     pub sampling: ResponsePolicy,
+}
+
+/// `[eval]`: before the first step, every `every` steps and after the last, the policy's greedy
+/// answers to the `queries`, scored by `reward`: their mean, spread, length, and win rate against
+/// the start model's answers (`train/reward_eval.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalSection {
+    /// Held-out queries: JSONL with a `query` (or `prompt`) per line, as `rrhf eval` reads.
+    pub queries: PathBuf,
+    /// A reward spec, as `online.reward` and `rrhf eval --reward` take.
+    pub reward: String,
+    /// Evaluate every N steps (0: only before the first step and after the last).
+    #[serde(default)]
+    pub every: usize,
+    /// Use only the first N queries of the file.
+    #[serde(default)]
+    pub max_queries: Option<usize>,
+    /// Most tokens per answer (128: the paper's evaluation).
+    #[serde(default = "default_eval_max_new_tokens")]
+    pub max_new_tokens: usize,
+    /// How many answers (the first ones) each `samples/eval-<step>.jsonl` holds; absent: all.
+    #[serde(default)]
+    pub samples: Option<usize>,
+    /// Seconds an external scorer or HTTP judge may take per evaluation.
+    #[serde(default = "default_reward_timeout")]
+    pub reward_timeout_secs: f64,
+    /// The environment variable holding the HTTP judge's bearer token.
+    #[serde(default)]
+    pub reward_token_env: Option<String>,
+}
+
+fn default_eval_max_new_tokens() -> usize {
+    128
 }
 
 fn default_reward_timeout() -> f64 {
@@ -228,6 +265,41 @@ pub struct OutputSection {
     /// Also write every metrics.jsonl number as a TensorBoard scalar under `<dir>/tensorboard/`.
     #[serde(default)]
     pub tensorboard: bool,
+    /// Keep the model of the best evaluation so far in `<dir>/best/`.
+    #[serde(default)]
+    pub keep_best: Option<KeepBest>,
+    /// Keep only the last N `checkpoint-*` directories (`best/` and `final/` are never removed);
+    /// absent: keep all.
+    #[serde(default)]
+    pub save_total_limit: Option<usize>,
+}
+
+/// `output.keep_best`: the metric whose best value (lowest loss, highest reward) `best/` holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeepBest {
+    /// `eval_loss` on `data.eval`.
+    EvalLoss,
+    /// `eval_reward` of `[eval]`.
+    EvalReward,
+}
+
+impl KeepBest {
+    /// The metrics.jsonl key of the metric.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::EvalLoss => "eval_loss",
+            Self::EvalReward => "eval_reward",
+        }
+    }
+
+    /// Whether `value` beats `best`.
+    pub fn improves(self, value: f64, best: f64) -> bool {
+        match self {
+            Self::EvalLoss => value < best,
+            Self::EvalReward => value > best,
+        }
+    }
 }
 
 fn one() -> usize {
@@ -277,12 +349,12 @@ impl TrainConfig {
             ("training data", self.data.train.as_path()),
         ];
         inputs.extend(self.data.eval.as_deref().map(|p| ("eval data", p)));
-        if let Some(dir) = self
-            .online
-            .as_ref()
-            .and_then(|o| o.reward.strip_prefix("model:"))
-        {
-            inputs.push(("reward model", Path::new(dir)));
+        inputs.extend(self.eval.as_ref().map(|e| ("eval queries", e.queries.as_path())));
+        let rewards = self.online.iter().map(|o| &o.reward);
+        for spec in rewards.chain(self.eval.iter().map(|e| &e.reward)) {
+            if let Some(dir) = spec.strip_prefix("model:") {
+                inputs.push(("reward model", Path::new(dir)));
+            }
         }
         inputs
     }
@@ -458,18 +530,70 @@ impl TrainConfig {
             if !number_in(online.kl_coef, 0.0, f64::MAX) {
                 return bad("online.kl_coef", "must be a number >= 0");
             }
-            if let Err(e) = crate::rewards::check_timeout(online.reward_timeout_secs) {
-                return bad("online.reward_timeout_secs", &e.to_string());
-            }
             if let Err(e) = online.sampling.validate() {
                 return bad("online.sampling", &e.to_string());
             }
-            if let Err(e) = crate::rewards::RewardSpec::parse(&online.reward) {
-                return bad("online.reward", &format!("{e:#}"));
+            if let Some(bad) = invalid_reward("online", &online.reward, online.reward_timeout_secs)
+            {
+                return Some(bad);
             }
         }
-        None
+        self.invalid_eval_and_output()
     }
+
+    /// The first key of `[eval]` or of `[output]`'s best and limit keys that cannot be used.
+    fn invalid_eval_and_output(&self) -> Option<(String, String)> {
+        let bad = |field: &str, why: &str| Some((field.to_string(), why.to_string()));
+        if let Some(eval) = &self.eval {
+            if self.reward_model.is_some() {
+                return bad(
+                    "eval",
+                    "[eval] scores a policy's answers; a reward model (train-rm) writes none",
+                );
+            }
+            if eval.max_new_tokens == 0 {
+                return bad("eval.max_new_tokens", "must be at least 1");
+            }
+            if eval.max_queries == Some(0) {
+                return bad("eval.max_queries", "must be at least 1 (or absent: all)");
+            }
+            if let Some(bad) = invalid_reward("eval", &eval.reward, eval.reward_timeout_secs) {
+                return Some(bad);
+            }
+        }
+        let o = &self.output;
+        if o.save_total_limit == Some(0) {
+            return bad(
+                "output.save_total_limit",
+                "must be at least 1 (or absent: keep every checkpoint)",
+            );
+        }
+        match o.keep_best {
+            Some(KeepBest::EvalLoss) if self.data.eval.is_none() => bad(
+                "output.keep_best",
+                "\"eval_loss\" is computed only with data.eval (a ranked eval file); set it, \
+                 or keep \"eval_reward\" with an [eval] section",
+            ),
+            Some(KeepBest::EvalReward) if self.eval.is_none() => bad(
+                "output.keep_best",
+                "\"eval_reward\" is computed only with an [eval] section (queries and a \
+                 reward); add one, or keep \"eval_loss\" with data.eval",
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// A reward spec and its timeout, as `[online]` and `[eval]` both take them (`section` names
+/// the keys in the error).
+fn invalid_reward(section: &str, spec: &str, timeout_secs: f64) -> Option<(String, String)> {
+    if let Err(e) = crate::rewards::check_timeout(timeout_secs) {
+        return Some((format!("{section}.reward_timeout_secs"), e.to_string()));
+    }
+    if let Err(e) = crate::rewards::RewardSpec::parse(spec) {
+        return Some((format!("{section}.reward"), format!("{e:#}")));
+    }
+    None
 }
 
 fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {

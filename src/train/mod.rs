@@ -9,6 +9,7 @@ pub mod loss_scale;
 pub mod manifest;
 pub mod online;
 pub mod optimizer;
+pub mod reward_eval;
 pub mod run_dir;
 pub mod schedule;
 pub mod state;
@@ -44,9 +45,14 @@ use loss_scale::LossScale;
 use online::OnlineSampler;
 use optimizer::AdamW;
 pub use run_dir::{FINAL_DIR, METRICS_FILE, PLOT_FILE};
-use run_dir::{RunDir, RunStart, TENSORBOARD_DIR};
+use reward_eval::RewardEval;
+use run_dir::{BEST_DIR, RunDir, RunStart, TENSORBOARD_DIR};
 use schedule::LrSchedule;
-use state::{TrainerState, checkpoint_dir, load_checkpoint_state, save_checkpoint};
+use config::KeepBest;
+use state::{
+    BestSoFar, TrainerState, checkpoint_dir, checkpoint_steps, load_checkpoint_state,
+    prune_checkpoints, save_checkpoint,
+};
 use step::{Objective, OptimizerStep, StepFigures};
 
 /// What a finished (or stopped) run reports.
@@ -97,6 +103,8 @@ struct Run<'a> {
     train_set: Vec<Option<TokenizedExample>>,
     online: Option<OnlineSampler>,
     eval_set: Option<Vec<TokenizedExample>>,
+    /// `[eval]`: greedy answers to held-out queries, scored by a reward.
+    reward_eval: Option<RewardEval>,
     schedule: LrSchedule,
     stepper: OptimizerStep,
     optimizer: AdamW,
@@ -160,9 +168,26 @@ impl<'a> Run<'a> {
             queries_per_step: t.queries_per_step,
             train_queries: train_set.len(),
             loss_scale: (t.precision == Precision::F16).then(|| LossScale::new(t.loss_scale)),
+            best: None,
         };
         if let Some(dir) = &options.resume {
             resume_state(dir, &mut state, &mut optimizer, &selected.device)?;
+            keep_best_of_this_run(config, &mut state)?;
+        }
+        let micro = t.queries_per_step.div_ceil(t.grad_accum);
+        let mut reward_eval = match &config.eval {
+            Some(section) => Some(RewardEval::new(
+                section,
+                config.data.template,
+                micro,
+                config.data.max_line_bytes,
+                &selected.device,
+                out,
+            )?),
+            None => None,
+        };
+        if let Some(eval) = reward_eval.as_mut().filter(|_| state.step > 0) {
+            eval.resume(&config.model.path, &selected.device, &tokenizer)?;
         }
         manifest::record_start(out, config, &selected, state.step)?;
         let tensorboard = config.output.tensorboard.then(|| out.join(TENSORBOARD_DIR));
@@ -181,6 +206,7 @@ impl<'a> Run<'a> {
             train_set,
             online,
             eval_set,
+            reward_eval,
             progress: crate::progress::bar("step", "", schedule.total, state.step),
             schedule,
             stepper: OptimizerStep {
@@ -194,7 +220,7 @@ impl<'a> Run<'a> {
             optimizer,
             state,
             metrics,
-            micro: t.queries_per_step.div_ceil(t.grad_accum),
+            micro,
             end,
             last_loss: f32::NAN,
             last_eval: None,
@@ -204,6 +230,9 @@ impl<'a> Run<'a> {
         // A baseline before the first update, so every run shows where it started.
         if run.state.step == 0 && config.output.eval_every > 0 {
             run.evaluate(&model)?;
+        }
+        if run.state.step == 0 {
+            run.evaluate_answers(&model)?;
         }
         Ok((run, model))
     }
@@ -289,17 +318,65 @@ impl<'a> Run<'a> {
         if eval_due || step == self.state.total_steps {
             self.last_eval = self.evaluate(model)?.or(self.last_eval);
         }
+        let answers_due = config
+            .eval
+            .as_ref()
+            .is_some_and(|e| e.every > 0 && step % e.every == 0);
+        if answers_due || step == self.state.total_steps {
+            self.evaluate_answers(model)?;
+        }
         let save_due = config.output.save_every > 0 && step % config.output.save_every == 0;
         if save_due || (is_last && step < self.state.total_steps) {
+            let out = &config.output.dir;
             save_checkpoint(
-                &checkpoint_dir(&config.output.dir, step),
+                &checkpoint_dir(out, step),
                 model,
                 &self.optimizer,
                 &self.state,
                 self.model_dir,
             )?;
+            // Only once the new checkpoint is complete, and never the one the run reads from.
+            if let Some(keep) = config.output.save_total_limit {
+                prune_checkpoints(out, keep, step, self.model_dir)?;
+            }
         }
         Ok(())
+    }
+
+    /// `[eval]`, if configured: the policy's answers scored and logged.
+    fn evaluate_answers(&mut self, model: &Llama) -> Result<()> {
+        let Some(eval) = self.reward_eval.as_mut() else {
+            return Ok(());
+        };
+        let line = eval.run(&model.valid(), &self.tokenizer, self.state.step)?;
+        let reward = line["eval_reward"].as_f64().unwrap_or(f64::NAN);
+        self.metrics.write(line, &self.progress)?;
+        self.keep_if_best(model, KeepBest::EvalReward, reward)
+    }
+
+    /// `output.keep_best`: saves `model` as `best/` when `metric` is the one kept and `value`
+    /// beats every earlier evaluation of it.
+    fn keep_if_best(&mut self, model: &Llama, metric: KeepBest, value: f64) -> Result<()> {
+        if self.config.output.keep_best != Some(metric) || !value.is_finite() {
+            return Ok(());
+        }
+        if let Some(best) = &self.state.best
+            && !metric.improves(value, best.value)
+        {
+            return Ok(());
+        }
+        self.state.best = Some(BestSoFar {
+            metric: metric.key().to_string(),
+            step: self.state.step,
+            value,
+        });
+        save_checkpoint(
+            &self.config.output.dir.join(BEST_DIR),
+            model,
+            &self.optimizer,
+            &self.state,
+            self.model_dir,
+        )
     }
 
     /// The end: the plot, the final model if the schedule is done, and the summary.
@@ -361,6 +438,7 @@ impl<'a> Run<'a> {
             "eval_rank_accuracy": result.rank_accuracy,
         });
         self.metrics.write(line, &self.progress)?;
+        self.keep_if_best(model, KeepBest::EvalLoss, result.loss as f64)?;
         Ok(Some(result))
     }
 
@@ -649,7 +727,35 @@ fn resume_state(
     if state.loss_scale.is_some() && saved.loss_scale.is_some() {
         state.loss_scale = saved.loss_scale;
     }
+    state.best = saved.best;
     eprintln!("resuming from {} at step {}", dir.display(), state.step);
+    Ok(())
+}
+
+/// On resume, the best evaluation so far is the resumed checkpoint's record of it (`state.best`),
+/// kept only if it is of the metric `output.keep_best` names now. A `best/` from past the resumed
+/// step belongs to a run that went on after that checkpoint, whose steps this run takes again:
+/// it is removed, so that `best/` holds only this run's evaluations.
+fn keep_best_of_this_run(config: &TrainConfig, state: &mut TrainerState) -> Result<()> {
+    let metric = config.output.keep_best.map(KeepBest::key);
+    if state.best.as_ref().map(|b| b.metric.as_str()) != metric {
+        state.best = None;
+    }
+    let dir = config.output.dir.join(BEST_DIR);
+    let Ok(text) = std::fs::read_to_string(dir.join(state::STATE_FILE)) else {
+        return Ok(());
+    };
+    let saved: TrainerState = serde_json::from_str(&text)
+        .with_context(|| format!("{}: unreadable", dir.join(state::STATE_FILE).display()))?;
+    if saved.step > state.step {
+        eprintln!(
+            "removing {} (from step {}, past the resumed step {}): this run takes those steps again",
+            dir.display(),
+            saved.step,
+            state.step
+        );
+        crate::checkpoint::outputs::remove_dir_atomically(&dir)?;
+    }
     Ok(())
 }
 
@@ -705,19 +811,7 @@ fn read_sums<const N: usize>(parts: [&Tensor<1>; N]) -> Result<[f32; N]> {
 }
 
 fn last_good(out: &Path, step: usize) -> String {
-    let previous = std::fs::read_dir(out)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_prefix("checkpoint-")?
-                .parse::<usize>()
-                .ok()
-        })
-        .filter(|&s| s <= step)
-        .max();
+    let previous = checkpoint_steps(out).into_iter().filter(|&s| s <= step).max();
     match previous {
         Some(s) => format!(
             "The last good checkpoint is {}",
@@ -823,7 +917,7 @@ impl MetricsLog {
         }
         if self.echo {
             eprintln!("{line}");
-        } else if value.get("eval_loss").is_some() {
+        } else if value.get("eval_loss").is_some() || value.get("eval_reward").is_some() {
             progress.println(line);
         }
         Ok(())

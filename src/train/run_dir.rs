@@ -20,6 +20,8 @@ use crate::checkpoint::outputs::{check_against_inputs, clear_leftovers, remove_p
 
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const FINAL_DIR: &str = "final";
+/// `output.keep_best`: the checkpoint of the best evaluation so far.
+pub const BEST_DIR: &str = "best";
 /// Loss and reward (or eval accuracy) per step, drawn at the end of a run.
 pub const PLOT_FILE: &str = "metrics.png";
 pub const LOCK_FILE: &str = ".rrhf.lock";
@@ -151,8 +153,8 @@ fn lock(dir: &Path) -> Result<RunLock> {
     Ok(RunLock(file))
 }
 
-/// The files and folders of a run in `dir`: metrics, plot, checkpoints, `final/`, samples,
-/// TensorBoard events.
+/// The files and folders of a run in `dir`: metrics, plot, checkpoints, `final/`, `best/`,
+/// samples, TensorBoard events.
 pub fn run_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
@@ -165,6 +167,7 @@ pub fn run_files(dir: &Path) -> Result<Vec<PathBuf>> {
             METRICS_FILE,
             PLOT_FILE,
             FINAL_DIR,
+            BEST_DIR,
             SAMPLES_DIR,
             TENSORBOARD_DIR,
         ];

@@ -31,6 +31,18 @@ pub struct TrainerState {
     /// The dynamic loss scale of an f16 run.
     #[serde(default)]
     pub loss_scale: Option<LossScale>,
+    /// `output.keep_best`: the best evaluation up to this step (what `best/` holds), so that a
+    /// resumed run knows what it has to beat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best: Option<BestSoFar>,
+}
+
+/// The best value of the `output.keep_best` metric so far, and the step it was measured at.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BestSoFar {
+    pub metric: String,
+    pub step: usize,
+    pub value: f64,
 }
 
 /// What a checkpoint must share with the config that resumes it for the data order and the
@@ -56,6 +68,44 @@ impl TrainerState {
 
 pub fn checkpoint_dir(output: &Path, step: usize) -> PathBuf {
     output.join(format!("checkpoint-{step}"))
+}
+
+/// The steps of the `checkpoint-N` directories in `output`, in increasing order.
+pub fn checkpoint_steps(output: &Path) -> Vec<usize> {
+    let mut steps: Vec<usize> = std::fs::read_dir(output)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("checkpoint-")?
+                .parse::<usize>()
+                .ok()
+        })
+        .collect();
+    steps.sort_unstable();
+    steps
+}
+
+/// `output.save_total_limit`: once the checkpoint of step `saved` is written, removes all but the
+/// last `keep` checkpoints up to it. Checkpoints past `saved` (left by a run that went on after
+/// the checkpoint this one resumed from) are this run's to overwrite, not to count, and `spare`
+/// (the checkpoint the run reads its tokenizer from) is never removed.
+pub fn prune_checkpoints(output: &Path, keep: usize, saved: usize, spare: &Path) -> Result<()> {
+    let upto: Vec<usize> = checkpoint_steps(output)
+        .into_iter()
+        .filter(|&s| s <= saved)
+        .collect();
+    let spare = crate::checkpoint::outputs::resolved(spare);
+    for &step in &upto[..upto.len().saturating_sub(keep)] {
+        let dir = checkpoint_dir(output, step);
+        if crate::checkpoint::outputs::resolved(&dir) != spare {
+            crate::checkpoint::outputs::remove_dir_atomically(&dir)?;
+        }
+    }
+    Ok(())
 }
 
 pub fn save_checkpoint(
