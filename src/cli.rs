@@ -11,14 +11,14 @@ use crate::checkpoint::outputs::{check_against_inputs, check_output_dir, write_o
 use crate::checkpoint::{
     self, SaveDtype, convert::convert_gguf, peft, write_jsonl_atomically, write_model_files,
 };
-use crate::data::{DEFAULT_MAX_LINE_BYTES, ScoredBatch, read_query_lines};
+use crate::data::{ReadOptions, ScoredBatch, read_query_lines};
 use crate::device::{self, DeviceChoice, SelectedDevice};
 use crate::eval::{EvalSettings, ModelEval, evaluate_model, win_rate};
 use crate::model::Llama;
 use crate::rewards::{RewardOptions, RewardSpec, score_responses};
 use crate::sampling::{Draws, ResponsePolicy, SamplingConfig, generate, sample_responses};
 use crate::scoring::{HeadPath, final_hidden, sequence_logprobs};
-use crate::tokenizer::{TemplateMode, Tokenizer};
+use crate::tokenizer::{Prompt, TemplateMode, Tokenizer};
 use crate::train::{RunOptions, TrainConfig, train};
 
 #[derive(Parser)]
@@ -260,7 +260,7 @@ struct TrainArgs {
     #[arg(long)]
     stop_after: Option<usize>,
     /// Start over in an output.dir that holds another run: removes that run's files (metrics,
-    /// checkpoints, final/, samples/, plot) and nothing else.
+    /// checkpoints, final/, best/, samples/, tensorboard/, plot) and nothing else.
     #[arg(long)]
     force: bool,
 }
@@ -489,7 +489,7 @@ fn generate_cmd(args: GenerateArgs) -> Result<()> {
     let prompts = args
         .prompt
         .iter()
-        .map(|p| tokenizer.encode_query(p, args.model.template))
+        .map(|p| tokenizer.encode_query(&Prompt::from(p.as_str()), args.model.template))
         .collect::<Result<Vec<_>>>()?;
     let start = Instant::now();
     let outputs = generate(&model, &prompts, &args.sampling, tokenizer.stop_ids())
@@ -514,7 +514,7 @@ fn generate_cmd(args: GenerateArgs) -> Result<()> {
 
 fn logprob_cmd(args: LogprobArgs) -> Result<()> {
     let (_, model, tokenizer) = load(&args.model)?;
-    let query = tokenizer.encode_query(&args.query, args.model.template)?;
+    let query = tokenizer.encode_query(&Prompt::from(args.query.as_str()), args.model.template)?;
     let response = tokenizer.encode_response(&args.response)?;
     let batch = ScoredBatch::pack(&[(query, response)]);
     let hidden = final_hidden(&model, &batch);
@@ -622,7 +622,7 @@ fn run_training(config: &TrainConfig, options: RunOptions, reward_model: bool) -
 fn sample_cmd(args: SampleArgs) -> Result<()> {
     args.policy.validate()?;
     check_against_inputs(&args.out, "--out", &[("query file", &args.queries)], true)?;
-    let lines = read_query_lines(&args.queries, DEFAULT_MAX_LINE_BYTES)?;
+    let lines = read_query_lines(&args.queries, &ReadOptions::default())?;
     let (_, model, tokenizer) = load(&args.model)?;
     let prompts = lines
         .iter()
@@ -660,7 +660,7 @@ fn sample_cmd(args: SampleArgs) -> Result<()> {
                 .iter()
                 .map(|g| tokenizer.response_text(&g.tokens))
                 .collect::<Result<Vec<_>>>()?;
-            Ok(serde_json::json!({"query": line.query, "responses": texts}))
+            Ok(line.query.record(serde_json::json!({"responses": texts})))
         })
         .collect::<Result<Vec<_>>>()?;
     write_jsonl_atomically(&args.out, &rows)?;
@@ -677,22 +677,23 @@ fn sample_cmd(args: SampleArgs) -> Result<()> {
 
 fn score_cmd(args: ScoreArgs) -> Result<()> {
     check_against_inputs(&args.out, "--out", &[("--in file", &args.input)], true)?;
-    let lines = read_query_lines(&args.input, DEFAULT_MAX_LINE_BYTES)?;
+    let lines = read_query_lines(&args.input, &ReadOptions::default())?;
     if let Some(l) = lines.iter().find(|l| l.responses.is_empty()) {
         anyhow::bail!(
-            "{}:{}: field `responses` is missing: nothing to score",
-            args.input.display(),
-            l.line
+            "{}: field `responses` is missing: nothing to score",
+            crate::data::location(&args.input, l.line)
         );
     }
     let mut reward = args.reward.build()?;
-    let queries: Vec<String> = lines.iter().map(|l| l.query.clone()).collect();
+    let queries: Vec<String> = lines.iter().map(|l| l.query.text().into_owned()).collect();
     let responses: Vec<Vec<String>> = lines.iter().map(|l| l.responses.clone()).collect();
     let scores = score_responses(reward.as_mut(), &queries, &responses)?;
-    let rows = queries.iter().zip(&responses).zip(&scores);
     write_jsonl_atomically(
         &args.out,
-        rows.map(|((q, rs), ss)| serde_json::json!({"query": q, "responses": rs, "scores": ss})),
+        lines.iter().zip(&scores).map(|(l, ss)| {
+            l.query
+                .record(serde_json::json!({"responses": l.responses, "scores": ss}))
+        }),
     )?;
     let flat: Vec<f64> = scores.into_iter().flatten().collect();
     let (mean, std) = crate::rewards::mean_std(&flat);
@@ -710,7 +711,7 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
     if let Some(answers) = &args.answers {
         check_against_inputs(answers, "--answers", &[("query file", &args.queries)], true)?;
     }
-    let lines = read_query_lines(&args.queries, DEFAULT_MAX_LINE_BYTES)?;
+    let lines = read_query_lines(&args.queries, &ReadOptions::default())?;
     let mut reward = args.reward.build()?;
     let selected = device::select_announced(&args.model.device, "--device")?;
     let settings = EvalSettings {
@@ -740,7 +741,7 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
                 .iter()
                 .map(|e| serde_json::json!({"model": e.model, "answer": e.answers[i], "reward": e.rewards[i]}))
                 .collect();
-            serde_json::json!({"query": line.query, "answers": per_model})
+            line.query.record(serde_json::json!({"answers": per_model}))
         });
         write_jsonl_atomically(path, rows)?;
     }

@@ -13,7 +13,7 @@ use crate::model::Llama;
 use crate::rewards::{Reward, mean_std, score_responses};
 use crate::sampling::{SamplingConfig, generate};
 use crate::scoring::{HeadPath, final_hidden, sequence_logprobs};
-use crate::tokenizer::{TemplateMode, Tokenizer};
+use crate::tokenizer::{Prompt, TemplateMode, Tokenizer};
 use burn::tensor::Device;
 
 /// One model's answers and how they scored.
@@ -59,11 +59,11 @@ fn evaluate_loaded(
 ) -> Result<ModelEval> {
     let model = load_model(dir, device)?;
     let tokenizer = Tokenizer::load(dir, &model.config)?;
-    let queries: Vec<String> = lines.iter().map(|l| l.query.clone()).collect();
+    let prompts: Vec<Prompt> = lines.iter().map(|l| l.query.clone()).collect();
     let started = Instant::now();
-    let (answers, tokens) = answer_queries(&model, &tokenizer, &queries, settings)?;
+    let (answers, tokens) = answer_queries(&model, &tokenizer, &prompts, settings)?;
     let seconds = started.elapsed().as_secs_f64();
-    let rewards = score_answers(reward, &queries, &answers)?;
+    let rewards = score_answers(reward, &prompts, &answers)?;
     let (reward_mean, reward_std) = mean_std(&rewards);
     Ok(ModelEval {
         model: dir.display().to_string(),
@@ -81,7 +81,7 @@ fn evaluate_loaded(
 pub fn answer_queries(
     model: &Llama,
     tokenizer: &Tokenizer,
-    queries: &[String],
+    queries: &[Prompt],
     settings: &EvalSettings,
 ) -> Result<(Vec<String>, usize)> {
     let mut answers = Vec::with_capacity(queries.len());
@@ -99,14 +99,16 @@ pub fn answer_queries(
     Ok((answers, tokens))
 }
 
-/// Each query's answer's reward (one call to the reward for all of them).
+/// Each query's answer's reward (one call to the reward for all of them). Judges read a
+/// conversation as text ([`Prompt::text`]).
 pub fn score_answers(
     reward: &mut dyn Reward,
-    queries: &[String],
+    queries: &[Prompt],
     answers: &[String],
 ) -> Result<Vec<f64>> {
+    let texts: Vec<String> = queries.iter().map(|q| q.text().into_owned()).collect();
     let nested: Vec<Vec<String>> = answers.iter().map(|a| vec![a.clone()]).collect();
-    Ok(score_responses(reward, queries, &nested)?
+    Ok(score_responses(reward, &texts, &nested)?
         .into_iter()
         .flatten()
         .collect())
@@ -121,7 +123,7 @@ pub fn reference_perplexity(
 ) -> Result<Option<f64>> {
     let pairs = lines
         .iter()
-        .filter_map(|l| l.reference().map(|r| (l.query.as_str(), r)))
+        .filter_map(|l| l.reference().map(|r| (&l.query, r)))
         .map(|(q, r)| {
             Ok((
                 tokenizer.encode_query(q, settings.template)?,

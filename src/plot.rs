@@ -354,7 +354,9 @@ mod tests {
                 0.5 + 0.1 * step as f64
             ));
             if step > 0 {
-                lines.push(format!(r#"{{"step":{step},"loss":1.0,"rank_loss":0.5,"ft_loss":0.5}}"#));
+                lines.push(format!(
+                    r#"{{"step":{step},"loss":1.0,"rank_loss":0.5,"ft_loss":0.5}}"#
+                ));
             }
         }
         std::fs::write(&metrics, lines.join("\n")).unwrap();

@@ -224,8 +224,8 @@ fn f32_gguf_converts_back_to_the_same_model_and_tokenizer() {
                 "{name}: {text:?}"
             );
             assert_eq!(
-                a.encode_query(text, TemplateMode::Auto).unwrap(),
-                b.encode_query(text, TemplateMode::Auto).unwrap()
+                a.encode_query(&text.into(), TemplateMode::Auto).unwrap(),
+                b.encode_query(&text.into(), TemplateMode::Auto).unwrap()
             );
         }
         assert_eq!(a.eos_id(), b.eos_id());

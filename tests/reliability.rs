@@ -611,7 +611,7 @@ fn an_online_scorers_out_of_range_value_is_an_error_and_round_files_stay_valid()
     let round = out.join("samples/round-0.jsonl");
     let text = std::fs::read_to_string(&round).unwrap();
     assert!(!text.contains("null"), "{text}");
-    let read = rrhf::data::read_ranked_jsonl(&round, rrhf::data::DEFAULT_MAX_LINE_BYTES).unwrap();
+    let read = rrhf::data::read_ranked(&round, &Default::default()).unwrap();
     assert!(
         read.iter().flat_map(|l| &l.scores).all(|s| *s >= 1e39),
         "{read:?}"

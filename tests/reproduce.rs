@@ -309,7 +309,7 @@ fn the_cpu_path_and_lavapipe_agree_and_a_run_moves_between_them() {
     for round in [0, 2, 4] {
         let read = |run: &Path| {
             let file = run.join(format!("samples/round-{round}.jsonl"));
-            rrhf::data::read_ranked_jsonl(&file, rrhf::data::DEFAULT_MAX_LINE_BYTES).unwrap()
+            rrhf::data::read_ranked(&file, &Default::default()).unwrap()
         };
         for (a, b) in read(&cpu).iter().zip(read(&lavapipe)) {
             for (x, y) in a.responses.iter().zip(&b.responses) {

@@ -97,7 +97,7 @@ fn tokenizer_rebuilt_from_gguf_matches_reference_ids() {
     }
     let q = tok
         .encode_query(
-            reference["question"].as_str().unwrap(),
+            &reference["question"].as_str().unwrap().into(),
             rrhf::tokenizer::TemplateMode::Auto,
         )
         .unwrap();

@@ -127,9 +127,9 @@ fn online_rounds_sample_score_and_resume_exactly() {
     run(&whole, None, None);
     // Rounds at steps 0 and 2, each 2 steps x 8 queries, each query with 2 samples + its own.
     for start in [0, 2] {
-        let round = rrhf::data::read_ranked_jsonl(
+        let round = rrhf::data::read_ranked(
             &whole.join(format!("samples/round-{start}.jsonl")),
-            rrhf::data::DEFAULT_MAX_LINE_BYTES,
+            &Default::default(),
         )
         .unwrap();
         assert!(!round.is_empty() && round.len() <= 16);

@@ -39,7 +39,7 @@ impl ModelReward {
 
     fn tokens(&self, item: &Scoring<'_>) -> Result<(Vec<u32>, Vec<u32>)> {
         let example = RankedExample {
-            query: item.query.to_string(),
+            query: item.query.into(),
             responses: vec![item.response.to_string()],
             scores: vec![0.0],
             line: 0,

@@ -8,6 +8,8 @@ use anyhow::{Context, Result};
 use minijinja::{Environment, Error, ErrorKind, context};
 use serde_json::Value;
 
+use super::ChatMessage;
+
 pub struct ChatTemplate {
     env: Environment<'static>,
     /// Where the template came from, for error messages.
@@ -56,9 +58,14 @@ impl ChatTemplate {
         Self::new(source, origin).map(Some)
     }
 
-    /// The prompt for one user message, ready for the assistant's answer.
-    pub fn render_user(&self, content: &str, bos_token: &str, eos_token: &str) -> Result<String> {
-        let messages = vec![context! { role => "user", content => content }];
+    /// The prompt of a conversation (its turns up to the last user turn), ready for the
+    /// assistant's answer.
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        bos_token: &str,
+        eos_token: &str,
+    ) -> Result<String> {
         let template = self.env.get_template("chat").expect("added in new()");
         template
             .render(context! {
@@ -118,6 +125,13 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 mod tests {
     use super::*;
 
+    fn user(content: &str) -> Vec<ChatMessage> {
+        vec![ChatMessage {
+            role: "user".into(),
+            content: content.into(),
+        }]
+    }
+
     #[test]
     fn chatml_with_python_methods() {
         let t = ChatTemplate::new(
@@ -127,7 +141,7 @@ mod tests {
             "test".into(),
         )
         .unwrap();
-        let out = t.render_user("  Hi  ", "<s>", "</s>").unwrap();
+        let out = t.render(&user("  Hi  "), "<s>", "</s>").unwrap();
         assert_eq!(
             out,
             "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
@@ -141,7 +155,7 @@ mod tests {
             "test".into(),
         )
         .unwrap();
-        let err = format!("{:#}", t.render_user("x", "", "").unwrap_err());
+        let err = format!("{:#}", t.render(&user("x"), "", "").unwrap_err());
         assert!(err.contains("no system role"), "{err}");
     }
 

@@ -36,6 +36,59 @@ pub enum TemplateMode {
     None,
 }
 
+/// What a model is asked: a plain text (wrapped as one user turn when a chat template is
+/// applied), or a conversation whose last turn is the user's.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    Text(String),
+    Chat(Vec<ChatMessage>),
+}
+
+/// One turn of a conversation, as chat templates read it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+impl Prompt {
+    /// The prompt as text for readers (judges, logs): a plain text as it is, a conversation as
+    /// its turns, one `role: content` paragraph each.
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Prompt::Text(s) => s.into(),
+            Prompt::Chat(turns) => turns
+                .iter()
+                .map(|m| format!("{}: {}", m.role, m.content))
+                .collect::<Vec<_>>()
+                .join("\n\n")
+                .into(),
+        }
+    }
+
+    /// The prompt's field of a JSONL line, as data files give it: `"query": text`, or
+    /// `"messages": [...]`, so a written file reads back as the same prompts.
+    pub fn json_field(&self) -> (&'static str, Value) {
+        match self {
+            Prompt::Text(s) => ("query", Value::String(s.clone())),
+            Prompt::Chat(turns) => ("messages", serde_json::json!(turns)),
+        }
+    }
+
+    /// The JSON object `rest` (responses, scores, answers...) with this prompt's field added.
+    pub fn record(&self, mut rest: Value) -> Value {
+        let (field, value) = self.json_field();
+        rest[field] = value;
+        rest
+    }
+}
+
+impl From<&str> for Prompt {
+    fn from(text: &str) -> Self {
+        Prompt::Text(text.to_string())
+    }
+}
+
 /// Which end of a long text the tokens are wanted from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Keep {
@@ -169,19 +222,34 @@ impl Tokenizer {
         &self.stop_ids
     }
 
-    /// The query text as the model sees it: templated (per `mode`) but not yet tokenised.
-    pub fn query_text(&self, query: &str, mode: TemplateMode) -> Result<String> {
-        match (&self.template, mode) {
-            (Some(t), TemplateMode::Auto) => {
-                let bos = self.bos.as_ref().map_or("", |(s, _)| s.as_str());
-                t.render_user(query, bos, &self.eos.0)
+    /// The query text as the model sees it: templated (per `mode`) but not yet tokenised. A
+    /// conversation has no text without a template: that is an error, not a guess at a format.
+    pub fn query_text(&self, query: &Prompt, mode: TemplateMode) -> Result<String> {
+        let bos = self.bos.as_ref().map_or("", |(s, _)| s.as_str());
+        match (&self.template, mode, query) {
+            (Some(t), TemplateMode::Auto, Prompt::Text(text)) => {
+                let turn = ChatMessage {
+                    role: "user".into(),
+                    content: text.clone(),
+                };
+                t.render(&[turn], bos, &self.eos.0)
             }
-            _ => Ok(query.to_string()),
+            (Some(t), TemplateMode::Auto, Prompt::Chat(turns)) => t.render(turns, bos, &self.eos.0),
+            (_, _, Prompt::Text(text)) => Ok(text.clone()),
+            (None, _, Prompt::Chat(_)) => bail!(
+                "the query is a conversation, which the model's chat template renders, and \
+                 this model has none (no chat_template.jinja, no `chat_template` in \
+                 tokenizer_config.json); add one, or give plain `query` strings"
+            ),
+            (Some(_), TemplateMode::None, Prompt::Chat(_)) => bail!(
+                "the query is a conversation, which the chat template renders, but \
+                 data.template (or --template) = \"none\" turns it off; set it to \"auto\""
+            ),
         }
     }
 
     /// Token ids of a query: templated, with the tokenizer's special tokens, BOS at most once.
-    pub fn encode_query(&self, query: &str, mode: TemplateMode) -> Result<Vec<u32>> {
+    pub fn encode_query(&self, query: &Prompt, mode: TemplateMode) -> Result<Vec<u32>> {
         self.encode_query_bounded(query, mode, usize::MAX, Keep::Head)
     }
 
@@ -189,7 +257,7 @@ impl Tokenizer {
     /// `limit` tokens of which the first or last `limit` (`keep`) are the query's.
     pub fn encode_query_bounded(
         &self,
-        query: &str,
+        query: &Prompt,
         mode: TemplateMode,
         limit: usize,
         keep: Keep,

@@ -142,7 +142,8 @@ pub struct ModelSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
-    /// Ranked (`query`, `responses`, `scores`) or pairwise (`prompt`, `chosen`, `rejected`) JSONL.
+    /// Ranked (`query`, `responses`, `scores`), pairwise (`prompt`, `chosen`, `rejected`) or
+    /// conversational (`messages`) records, in JSONL or Parquet (by extension).
     pub train: PathBuf,
     pub eval: Option<PathBuf>,
     /// Most tokens of query + response.
@@ -155,6 +156,27 @@ pub struct DataSection {
     /// A longer line of a data file is an error (memory while reading stays proportional).
     #[serde(default = "default_max_line_bytes")]
     pub max_line_bytes: usize,
+    /// Pairwise lines that share a prompt become one ranked query, scored by their wins.
+    #[serde(default)]
+    pub group_pairs: bool,
+    /// The data files' own names for rrhf's fields (`query = "question"`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub columns: crate::data::Columns,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+impl DataSection {
+    /// How `train`, `eval` (and the online queries) are read.
+    pub fn read_options(&self) -> crate::data::ReadOptions {
+        crate::data::ReadOptions {
+            max_line_bytes: self.max_line_bytes,
+            columns: self.columns.clone(),
+            group_pairs: self.group_pairs,
+        }
+    }
 }
 
 fn default_max_length() -> usize {
@@ -349,7 +371,11 @@ impl TrainConfig {
             ("training data", self.data.train.as_path()),
         ];
         inputs.extend(self.data.eval.as_deref().map(|p| ("eval data", p)));
-        inputs.extend(self.eval.as_ref().map(|e| ("eval queries", e.queries.as_path())));
+        inputs.extend(
+            self.eval
+                .as_ref()
+                .map(|e| ("eval queries", e.queries.as_path())),
+        );
         let rewards = self.online.iter().map(|o| &o.reward);
         for spec in rewards.chain(self.eval.iter().map(|e| &e.reward)) {
             if let Some(dir) = spec.strip_prefix("model:") {

@@ -33,22 +33,22 @@ use serde_json::json;
 
 use crate::checkpoint::{JsonlWriter, SaveDtype, load_checkpoint, load_model_storing, save_model};
 use crate::data::{
-    RankBatch, TokenizeOptions, TokenizedExample, check_rankable, read_query_lines,
-    read_ranked_jsonl, tokenize_examples,
+    RankBatch, TokenizeOptions, TokenizedExample, check_rankable, read_query_lines, read_ranked,
+    tokenize_examples,
 };
 use crate::device::{SelectedDevice, select, select_announced};
 use crate::model::{Llama, Precision};
 use crate::scoring::final_hidden;
 use crate::tokenizer::Tokenizer;
+use config::KeepBest;
 pub use config::TrainConfig;
 use loss_scale::LossScale;
 use online::OnlineSampler;
 use optimizer::AdamW;
-pub use run_dir::{FINAL_DIR, METRICS_FILE, PLOT_FILE};
 use reward_eval::RewardEval;
 use run_dir::{BEST_DIR, RunDir, RunStart, TENSORBOARD_DIR};
+pub use run_dir::{FINAL_DIR, METRICS_FILE, PLOT_FILE};
 use schedule::LrSchedule;
-use config::KeepBest;
 use state::{
     BestSoFar, TrainerState, checkpoint_dir, checkpoint_steps, load_checkpoint_state,
     prune_checkpoints, save_checkpoint,
@@ -180,7 +180,7 @@ impl<'a> Run<'a> {
                 section,
                 config.data.template,
                 micro,
-                config.data.max_line_bytes,
+                &config.data.read_options(),
                 &selected.device,
                 out,
             )?),
@@ -525,7 +525,7 @@ fn load_data(
             None,
         ),
         Some(section) => {
-            let queries = read_query_lines(&config.data.train, config.data.max_line_bytes)?;
+            let queries = read_query_lines(&config.data.train, &config.data.read_options())?;
             let sampler = OnlineSampler::new(
                 section,
                 queries.clone(),
@@ -767,7 +767,7 @@ fn load_tokenized(
     config: &TrainConfig,
     trains: bool,
 ) -> Result<Vec<TokenizedExample>> {
-    let examples = read_ranked_jsonl(path, config.data.max_line_bytes)?;
+    let examples = read_ranked(path, &config.data.read_options())?;
     if trains {
         check_rankable(&examples, path)?;
     }
@@ -811,7 +811,10 @@ fn read_sums<const N: usize>(parts: [&Tensor<1>; N]) -> Result<[f32; N]> {
 }
 
 fn last_good(out: &Path, step: usize) -> String {
-    let previous = checkpoint_steps(out).into_iter().filter(|&s| s <= step).max();
+    let previous = checkpoint_steps(out)
+        .into_iter()
+        .filter(|&s| s <= step)
+        .max();
     match previous {
         Some(s) => format!(
             "The last good checkpoint is {}",

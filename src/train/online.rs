@@ -15,8 +15,8 @@ use serde_json::json;
 use super::config::OnlineSection;
 use crate::checkpoint::{load_model, write_jsonl_atomically};
 use crate::data::{
-    QueryLine, RankedExample, ScoredBatch, TokenizeOptions, TokenizedExample, read_ranked_jsonl,
-    tokenize_examples,
+    QueryLine, RankedExample, ReadOptions, ScoredBatch, TokenizeOptions, TokenizedExample,
+    read_ranked, tokenize_examples,
 };
 use crate::model::Llama;
 use crate::rewards::{Reward, RewardOptions, mean_std, parse_reward, score_responses};
@@ -122,7 +122,12 @@ impl OnlineSampler {
     ) -> Result<Round> {
         let path = self.round_file(start_step);
         if reuse && path.exists() {
-            let examples = read_ranked_jsonl(&path, self.max_line_bytes)?;
+            // Round files are rrhf's own: its field names, whatever `[data.columns]` says.
+            let own = ReadOptions {
+                max_line_bytes: self.max_line_bytes,
+                ..ReadOptions::default()
+            };
+            let examples = read_ranked(&path, &own)?;
             anyhow::ensure!(
                 examples.len() == indices.len(),
                 "{}: {} lines, but the round has {} queries; it belongs to another run",
@@ -168,18 +173,17 @@ impl OnlineSampler {
             .collect::<Result<_>>()?;
         let query_texts: Vec<String> = indices
             .iter()
-            .map(|&i| self.queries[i].query.clone())
+            .map(|&i| self.queries[i].query.text().into_owned())
             .collect();
         let rewards = score_responses(self.reward.as_mut(), &query_texts, &texts)
             .with_context(|| format!("online round at step {start_step}"))?;
         let (reward_mean, reward_std) = mean_std(&rewards.concat());
         let mut examples: Vec<RankedExample> = indices
             .iter()
-            .zip(query_texts)
             .zip(texts)
             .zip(&rewards)
-            .map(|(((&i, query), responses), r)| RankedExample {
-                query,
+            .map(|((&i, responses), r)| RankedExample {
+                query: self.queries[i].query.clone(),
                 responses,
                 scores: r.clone(),
                 line: self.queries[i].line,
@@ -260,7 +264,7 @@ impl OnlineSampler {
                     anyhow::bail!(
                         "the reward less the KL term is {score} for a response to query {} \
                          (log-probs {p} under the policy, {s} under the start model)",
-                        crate::rewards::quoted_start(&ex.query)
+                        crate::rewards::quoted_start(&ex.query.text())
                     );
                 }
             }
@@ -272,8 +276,9 @@ impl OnlineSampler {
 fn write_round(path: &Path, examples: &[RankedExample]) -> Result<()> {
     write_jsonl_atomically(
         path,
-        examples
-            .iter()
-            .map(|ex| json!({"query": ex.query, "responses": ex.responses, "scores": ex.scores})),
+        examples.iter().map(|ex| {
+            ex.query
+                .record(json!({"responses": ex.responses, "scores": ex.scores}))
+        }),
     )
 }

@@ -43,18 +43,17 @@ struct Answers {
 }
 
 impl RewardEval {
-    /// Reads the queries (the first `eval.max_queries`) and builds the reward; answers are
-    /// generated greedily, `batch` queries at a time.
+    /// Reads the queries (the first `eval.max_queries`, read as `[data]` reads its files) and
+    /// builds the reward; answers are generated greedily, `batch` queries at a time.
     pub fn new(
         section: &EvalSection,
         template: TemplateMode,
         batch: usize,
-        max_line_bytes: usize,
+        read: &crate::data::ReadOptions,
         device: &burn::tensor::Device,
         out: &Path,
     ) -> Result<Self> {
-        let mut lines =
-            read_query_lines(&section.queries, max_line_bytes).context("field `eval.queries`")?;
+        let mut lines = read_query_lines(&section.queries, read).context("field `eval.queries`")?;
         ensure!(
             !lines.is_empty(),
             "field `eval.queries`: {} has no queries",
@@ -146,7 +145,8 @@ impl RewardEval {
         tokenizer: &Tokenizer,
         step: usize,
     ) -> Result<(Answers, usize)> {
-        let queries: Vec<String> = self.lines.iter().map(|l| l.query.clone()).collect();
+        let queries: Vec<crate::tokenizer::Prompt> =
+            self.lines.iter().map(|l| l.query.clone()).collect();
         let (texts, tokens) = answer_queries(model, tokenizer, &queries, &self.settings)
             .with_context(|| format!("[eval] at step {step}: answering the queries"))?;
         let rewards = score_answers(self.reward.as_mut(), &queries, &texts)
@@ -161,13 +161,12 @@ impl RewardEval {
             (_, Some(n)) => n,
         };
         let rows = (0..self.lines.len().min(count)).map(|i| {
-            json!({
-                "query": self.lines[i].query,
+            self.lines[i].query.record(json!({
                 "answer": answers.texts[i],
                 "reward": answers.rewards[i],
                 "start_answer": start.texts[i],
                 "start_reward": start.rewards[i],
-            })
+            }))
         });
         write_jsonl_atomically(&self.samples_file(step), rows)
     }
@@ -194,7 +193,10 @@ impl RewardEval {
             let v: Value =
                 serde_json::from_str(row).with_context(|| format!("{}: not JSON", at()))?;
             ensure!(
-                v["query"] == json!(line.query),
+                {
+                    let (field, query) = line.query.json_field();
+                    v[field] == query
+                },
                 "{}: the query differs from line {} of eval.queries: the file was written for \
                  other queries",
                 at(),

@@ -1,10 +1,12 @@
-//! Ranked data: JSONL files read, checked, tokenised, truncated and packed into batches.
+//! Ranked data: JSONL or Parquet files read, checked, tokenised, truncated and packed into
+//! batches.
 //!
-//! Two line formats: `{"query": str, "responses": [str, ...], "scores": [number, ...]}` (the
-//! original RRHF format) and `{"prompt": str, "chosen": str, "rejected": str}` (read as two
-//! responses with scores 1 and 0). Every error names the file, the line and the field. Lines are
-//! read one at a time, each at most `data.max_line_bytes` long, so reading takes memory in
-//! proportion to the longest line allowed, whatever the file holds.
+//! A record (a JSONL line, a Parquet row) is a query with responses and their scores, in one of
+//! the forms `parse` reads: ranked (RRHF's own), pairwise (chosen and rejected, scores 1 and 0),
+//! a conversation, or TRL's conversational preference form. Every error names the file, the line
+//! or row, and the field. JSONL lines are read one at a time, each at most `data.max_line_bytes`
+//! long, so reading takes memory in proportion to the longest line allowed, whatever the file
+//! holds.
 //!
 //! Scores are kept as the numbers they were read as (f64); what training uses of them is their
 //! order within each query, decided on those numbers, so scores that differ only beyond f32's
@@ -15,51 +17,91 @@
 //! of response tokens (EOS included) count, never query tokens or padding. Sequences are truncated
 //! first and then right-padded to the longest one of their batch.
 
-use std::io::{BufRead, BufReader, Read};
+mod files;
+mod parse;
+
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use serde_json::Value;
 
-use crate::tokenizer::{Keep, TemplateMode, Tokenizer};
+pub use files::{is_parquet, location};
+pub use parse::Columns;
+
+use crate::tokenizer::{Keep, Prompt, TemplateMode, Tokenizer};
 
 /// The longest line a data file may have unless `data.max_line_bytes` says otherwise.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 16 << 20;
 
-/// One line of a ranked file.
+/// How data files are read: the `[data]` keys that apply to every file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadOptions {
+    /// The longest JSONL line accepted (`data.max_line_bytes`).
+    pub max_line_bytes: usize,
+    /// The file's names of the fields (`[data.columns]`).
+    pub columns: Columns,
+    /// Pairwise lines that share a prompt become one ranked query (`data.group_pairs`).
+    pub group_pairs: bool,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        Self {
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            columns: Columns::default(),
+            group_pairs: false,
+        }
+    }
+}
+
+/// One query of a ranked file, with every response scored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RankedExample {
-    pub query: String,
+    pub query: Prompt,
     pub responses: Vec<String>,
     pub scores: Vec<f64>,
-    /// 1-based line number in its file, for messages.
+    /// 1-based line (or Parquet row) in its file, for messages.
     pub line: usize,
 }
 
-/// Reads a ranked or pairwise JSONL file (blank lines are skipped).
-pub fn read_ranked_jsonl(path: &Path, max_line_bytes: usize) -> Result<Vec<RankedExample>> {
-    read_jsonl(path, "ranked data", max_line_bytes, |line, number| {
-        let q = parse_query_line(line, number)?;
-        if q.responses.is_empty() {
-            bail!("field `responses` is missing (or give `prompt`, `chosen`, `rejected`)");
-        }
-        let scores = q.scores.context("field `scores` is missing")?;
-        Ok(RankedExample {
-            query: q.query,
-            responses: q.responses,
-            scores,
-            line: number,
+/// Reads a ranked file: every record has responses and scores (or is pairwise).
+pub fn read_ranked(path: &Path, opts: &ReadOptions) -> Result<Vec<RankedExample>> {
+    let lines = read_query_lines(path, opts)?;
+    lines
+        .into_iter()
+        .map(|q| {
+            let at = location(path, q.line);
+            let name = |f: &'static str| opts.columns.name(f).to_string();
+            if q.responses.is_empty() {
+                bail!(
+                    "{at}: field `{}` is missing (or give `{}`, `{}`, `{}`)",
+                    name("responses"),
+                    name("prompt"),
+                    name("chosen"),
+                    name("rejected")
+                );
+            }
+            let scores = q
+                .scores
+                .with_context(|| format!("{at}: field `{}` is missing", name("scores")))?;
+            Ok(RankedExample {
+                query: q.query,
+                responses: q.responses,
+                scores,
+                line: q.line,
+            })
         })
-    })
+        .collect()
 }
 
-/// One line of a query file: a query, and whatever responses and scores it comes with.
+/// One record of a query file: a query, and whatever responses and scores it comes with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryLine {
-    pub query: String,
+    pub query: Prompt,
     pub responses: Vec<String>,
     pub scores: Option<Vec<f64>>,
     pub line: usize,
+    /// Read from a pairwise record (chosen, rejected): what `data.group_pairs` groups.
+    pub pairwise: bool,
 }
 
 impl QueryLine {
@@ -128,183 +170,54 @@ pub fn check_rankable(examples: &[RankedExample], path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Reads queries from JSONL: `query` (or `prompt`), with optional `responses` and `scores` or
-/// `chosen` and `rejected`. Ranked, pairwise and sampled files are all query files.
-pub fn read_query_lines(path: &Path, max_line_bytes: usize) -> Result<Vec<QueryLine>> {
-    read_jsonl(path, "queries", max_line_bytes, parse_query_line)
-}
-
-/// Parses each non-blank line of `path` with `parse(line, number)`; errors are prefixed with
-/// `path:line`. A line longer than `max_line_bytes`, one that is not UTF-8 and a byte-order mark
-/// are errors of their own.
-fn read_jsonl<T>(
-    path: &Path,
-    what: &str,
-    max_line_bytes: usize,
-    parse: impl Fn(&str, usize) -> Result<T>,
-) -> Result<Vec<T>> {
-    let file = std::fs::File::open(path)
-        .with_context(|| format!("cannot read {what} {}", path.display()))?;
-    let mut reader = BufReader::new(file);
-    let mut out = Vec::new();
-    let mut bytes = Vec::new();
-    for number in 1.. {
-        bytes.clear();
-        let at = format!("{}:{number}", path.display());
-        (&mut reader)
-            .take(max_line_bytes as u64 + 1)
-            .read_until(b'\n', &mut bytes)
-            .with_context(|| format!("cannot read {what} {at}"))?;
-        if bytes.is_empty() {
-            break;
-        }
-        if bytes.last() == Some(&b'\n') {
-            bytes.pop();
-        } else if bytes.len() > max_line_bytes {
-            bail!(
-                "{at}: the line is longer than {max_line_bytes} bytes (data.max_line_bytes); \
-                 split it or raise the limit"
-            );
-        }
-        if bytes.last() == Some(&b'\r') {
-            bytes.pop();
-        }
-        if number == 1 && bytes.starts_with(b"\xEF\xBB\xBF") {
-            bail!(
-                "{at}: the file starts with a byte-order mark (BOM, bytes EF BB BF); JSONL is \
-                 UTF-8 without one: save it without the BOM"
-            );
-        }
-        let line = std::str::from_utf8(&bytes).map_err(|e| {
-            anyhow::anyhow!(
-                "{at}: not valid UTF-8 (at byte {} of the line); JSONL must be UTF-8",
-                e.valid_up_to() + 1
-            )
-        })?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        out.push(parse(line, number).with_context(|| at)?);
-    }
-    if out.is_empty() {
-        bail!("{}: no examples", path.display());
-    }
-    Ok(out)
-}
-
-fn parse_query_line(line: &str, number: usize) -> Result<QueryLine> {
-    let value: Value = match serde_json::from_str(line) {
-        Ok(v) => v,
-        Err(e) => {
-            // Python's json module writes NaN and Infinity, which JSON does not have.
-            if ["NaN", "Infinity"].iter().any(|w| line.contains(w)) {
-                bail!("not valid JSON ({e}); field `scores`: NaN and Infinity are not scores");
-            }
-            bail!("not valid JSON: {e}");
-        }
-    };
-    let Value::Object(obj) = &value else {
-        bail!("expected a JSON object, got {}", kind(&value));
-    };
-    let string = |field: &str| -> Result<String> {
-        match obj.get(field) {
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(other) => bail!("field `{field}`: expected a string, got {}", kind(other)),
-            None => bail!("field `{field}` is missing"),
-        }
-    };
-    if obj.contains_key("prompt") && obj.contains_key("query") {
-        bail!("fields `query` and `prompt` are both given: which is the query? keep one");
-    }
-    let query_field = if obj.contains_key("prompt") {
-        "prompt"
-    } else {
-        "query"
-    };
-    let pairwise = ["chosen", "rejected"]
-        .iter()
-        .find(|f| obj.contains_key(**f));
-    let ranked = ["responses", "scores"]
-        .iter()
-        .find(|f| obj.contains_key(**f));
-    if let (Some(p), Some(r)) = (pairwise, ranked) {
-        bail!(
-            "fields `{r}` and `{p}` are both given: a line is either ranked (responses, scores) \
-             or pairwise (chosen, rejected), not both"
-        );
-    }
-    if pairwise.is_some() {
-        return Ok(QueryLine {
-            query: string(query_field)?,
-            responses: vec![string("chosen")?, string("rejected")?],
-            scores: Some(vec![1.0, 0.0]),
-            line: number,
-        });
-    }
-    let responses: Vec<String> = match obj.get("responses") {
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(j, v)| match v {
-                Value::String(s) => Ok(s.clone()),
-                other => bail!(
-                    "field `responses[{j}]`: expected a string, got {}",
-                    kind(other)
-                ),
-            })
-            .collect::<Result<_>>()?,
-        Some(other) => bail!(
-            "field `responses`: expected a list of strings, got {}",
-            kind(other)
-        ),
-        None => vec![],
-    };
-    if obj.contains_key("responses") && responses.is_empty() {
-        bail!("field `responses`: the list is empty");
-    }
-    let scores: Option<Vec<f64>> = match obj.get("scores") {
-        Some(Value::Array(items)) => Some(
-            items
-                .iter()
-                .enumerate()
-                .map(|(j, v)| match v.as_f64() {
-                    Some(x) if x.is_finite() => Ok(x),
-                    _ => bail!("field `scores[{j}]`: expected a finite number, got {v}"),
-                })
-                .collect::<Result<_>>()?,
-        ),
-        Some(other) => bail!(
-            "field `scores`: expected a list of numbers, got {}",
-            kind(other)
-        ),
-        None => None,
-    };
-    if let Some(scores) = &scores
-        && scores.len() != responses.len()
-    {
-        bail!(
-            "field `scores`: {} scores for {} responses",
-            scores.len(),
-            responses.len()
-        );
-    }
-    Ok(QueryLine {
-        query: string(query_field)?,
-        responses,
-        scores,
-        line: number,
+/// Reads queries from JSONL or Parquet: `query` (or `prompt`, or `messages`), with optional
+/// `responses` and `scores`, or `chosen` and `rejected`. Ranked, pairwise, conversational and
+/// sampled files are all query files.
+pub fn read_query_lines(path: &Path, opts: &ReadOptions) -> Result<Vec<QueryLine>> {
+    let mut lines = Vec::new();
+    files::for_each_record(path, "queries", opts.max_line_bytes, |record, number| {
+        lines.push(parse::parse_query_record(&record, &opts.columns, number)?);
+        Ok(())
+    })?;
+    Ok(match opts.group_pairs {
+        true => group_pairs(lines),
+        false => lines,
     })
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
+/// Pairwise records that share a prompt, as one ranked query: its distinct responses in the order
+/// they first appear, each scored by the pairs it wins, since RRHF ranks k responses at once.
+/// The group keeps its first record's place and number; other records stay as they are.
+pub fn group_pairs(lines: Vec<QueryLine>) -> Vec<QueryLine> {
+    let mut out: Vec<QueryLine> = Vec::with_capacity(lines.len());
+    let mut group_of: std::collections::HashMap<String, usize> = Default::default();
+    for line in lines {
+        if !line.pairwise {
+            out.push(line);
+            continue;
+        }
+        let key = line.query.json_field().1.to_string();
+        let at = *group_of.entry(key).or_insert_with(|| {
+            out.push(QueryLine {
+                responses: vec![],
+                scores: Some(vec![]),
+                ..line.clone()
+            });
+            out.len() - 1
+        });
+        let group = &mut out[at];
+        let scores = group.scores.as_mut().expect("a group has scores");
+        for (response, win) in line.responses.into_iter().zip([1.0, 0.0]) {
+            match group.responses.iter().position(|r| *r == response) {
+                Some(j) => scores[j] += win,
+                None => {
+                    group.responses.push(response);
+                    scores.push(win);
+                }
+            }
+        }
     }
+    out
 }
 
 /// How text becomes tokens.
@@ -337,10 +250,7 @@ pub fn tokenize_examples(
 ) -> Result<Vec<TokenizedExample>> {
     examples
         .iter()
-        .map(|ex| {
-            tokenize_example(ex, tokenizer, opts)
-                .with_context(|| format!("{}:{}", path.display(), ex.line))
-        })
+        .map(|ex| tokenize_example(ex, tokenizer, opts).with_context(|| location(path, ex.line)))
         .collect()
 }
 
@@ -575,39 +485,33 @@ mod tests {
     }
 
     #[test]
-    fn parse_errors_name_the_field() {
-        let err = |line: &str| format!("{:#}", parse_query_line(line, 1).unwrap_err());
-        assert!(
-            err("{\"query\": \"q\", \"responses\": [], \"scores\": []}")
-                .contains("`responses`: the list is empty")
-        );
-        assert!(
-            err("{\"query\": \"q\", \"responses\": [\"a\"], \"scores\": [1, 2]}")
-                .contains("2 scores for 1 responses")
-        );
-        assert!(
-            err("{\"query\": \"q\", \"responses\": [\"a\"], \"scores\": [NaN]}").contains("NaN")
-        );
-        assert!(
-            err("{\"query\": \"q\", \"responses\": [\"a\"], \"scores\": [null]}")
-                .contains("`scores[0]`")
-        );
-        assert!(err("{\"responses\": [\"a\"], \"scores\": [1]}").contains("`query` is missing"));
-        assert!(err("{\"query\": ").contains("not valid JSON"));
-        let pair = parse_query_line(
-            "{\"prompt\": \"p\", \"chosen\": \"c\", \"rejected\": \"r\"}",
-            3,
-        )
-        .unwrap();
-        assert_eq!(
-            (pair.responses.len(), pair.scores.clone(), pair.reference()),
-            (2, Some(vec![1.0, 0.0]), Some("c"))
-        );
-        let bare = parse_query_line("{\"query\": \"q\"}", 1).unwrap();
-        assert_eq!(
-            (bare.responses.len(), bare.scores.clone(), bare.reference()),
-            (0, None, None)
-        );
+    fn pairs_sharing_a_prompt_become_one_ranked_query() {
+        let pair = |line, q: &str, chosen: &str, rejected: &str| QueryLine {
+            query: Prompt::Text(q.into()),
+            responses: vec![chosen.into(), rejected.into()],
+            scores: Some(vec![1.0, 0.0]),
+            line,
+            pairwise: true,
+        };
+        let ranked = QueryLine {
+            pairwise: false,
+            ..pair(2, "p", "x", "y")
+        };
+        let grouped = group_pairs(vec![
+            pair(1, "p", "a", "b"),
+            ranked.clone(),
+            pair(3, "q", "a", "b"),
+            pair(4, "p", "c", "a"),
+            pair(5, "p", "a", "d"),
+        ]);
+        assert_eq!(grouped.len(), 3);
+        // "a" wins twice (over b, d) and loses once (to c); b and d win nothing, c once.
+        assert_eq!(grouped[0].responses, vec!["a", "b", "c", "d"]);
+        assert_eq!(grouped[0].scores, Some(vec![2.0, 0.0, 1.0, 0.0]));
+        assert_eq!(grouped[0].line, 1);
+        assert_eq!(grouped[1], ranked);
+        assert_eq!(grouped[2].scores, Some(vec![1.0, 0.0]));
+        assert_eq!(grouped[2].line, 3);
     }
 
     #[test]
