@@ -685,7 +685,7 @@ fn score_cmd(args: ScoreArgs) -> Result<()> {
         );
     }
     let mut reward = args.reward.build()?;
-    let queries: Vec<String> = lines.iter().map(|l| l.query.text().into_owned()).collect();
+    let queries: Vec<Prompt> = lines.iter().map(|l| l.query.clone()).collect();
     let responses: Vec<Vec<String>> = lines.iter().map(|l| l.responses.clone()).collect();
     let scores = score_responses(reward.as_mut(), &queries, &responses)?;
     write_jsonl_atomically(

@@ -99,16 +99,14 @@ pub fn answer_queries(
     Ok((answers, tokens))
 }
 
-/// Each query's answer's reward (one call to the reward for all of them). Judges read a
-/// conversation as text ([`Prompt::text`]).
+/// Each query's answer's reward (one call to the reward for all of them).
 pub fn score_answers(
     reward: &mut dyn Reward,
     queries: &[Prompt],
     answers: &[String],
 ) -> Result<Vec<f64>> {
-    let texts: Vec<String> = queries.iter().map(|q| q.text().into_owned()).collect();
     let nested: Vec<Vec<String>> = answers.iter().map(|a| vec![a.clone()]).collect();
-    Ok(score_responses(reward, &texts, &nested)?
+    Ok(score_responses(reward, queries, &nested)?
         .into_iter()
         .flatten()
         .collect())

@@ -90,10 +90,12 @@ const ITEMS: [Scoring<'static>; 2] = [
     Scoring {
         query: "q1",
         response: "abc",
+        messages: None,
     },
     Scoring {
         query: "q2",
         response: "hello",
+        messages: None,
     },
 ];
 

@@ -44,6 +44,7 @@ fn score_with(spec: &str, device: &burn::tensor::Device, items: &[Expected]) -> 
         .map(|e| Scoring {
             query: &e.query,
             response: &e.response,
+            messages: None,
         })
         .collect();
     reward.score(&scoring).unwrap()
@@ -65,6 +66,48 @@ fn reward_model_scores_match_transformers() {
             );
         }
     }
+}
+
+/// A conversation reaches the reward model as turns, rendered by its own template: one user turn
+/// scores as the plain query does, and earlier turns change the score (they are not dropped, nor
+/// replaced by the text form the judges read).
+#[test]
+fn reward_model_renders_conversations_with_its_template() {
+    use rrhf::tokenizer::{ChatMessage, Prompt};
+    let turn = |role: &str, content: &str| ChatMessage {
+        role: role.into(),
+        content: content.into(),
+    };
+    let device = rrhf::device::select(&DeviceChoice::Cpu).unwrap().device;
+    let mut reward = RewardSpec::parse(&format!("model:{}", fixture("tiny-rm").display()))
+        .unwrap()
+        .build(&RewardOptions {
+            device,
+            ..Default::default()
+        })
+        .unwrap();
+    let queries = [
+        Prompt::Text("where is the cat?".into()),
+        Prompt::Chat(vec![turn("user", "where is the cat?")]),
+        Prompt::Chat(vec![
+            turn("user", "hello there"),
+            turn("assistant", "hi, ask away"),
+            turn("user", "where is the cat?"),
+        ]),
+    ];
+    let responses = vec![vec!["on the mat".to_string()]; 3];
+    let s = rrhf::rewards::score_responses(reward.as_mut(), &queries, &responses).unwrap();
+    let (plain, one_turn, history) = (s[0][0], s[1][0], s[2][0]);
+    assert_eq!(plain, one_turn);
+    assert!((history - one_turn).abs() > 1e-6, "{history} vs {one_turn}");
+    // The text form of the same conversation, as one user turn, is another input again.
+    let text = rrhf::rewards::score_responses(
+        reward.as_mut(),
+        &[Prompt::Text(queries[2].text().into_owned())],
+        &responses[..1],
+    )
+    .unwrap();
+    assert_ne!(text[0][0], history);
 }
 
 #[test]

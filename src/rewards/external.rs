@@ -217,10 +217,12 @@ mod tests {
             Scoring {
                 query: "q1",
                 response: "short",
+                messages: None,
             },
             Scoring {
                 query: "q2",
                 response: "a longer one",
+                messages: None,
             },
         ]
     }

@@ -6,11 +6,18 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 
-/// One response to score, with the query it answers (raw text, no chat template).
+use crate::tokenizer::ChatMessage;
+
+/// One response to score, with the query it answers (raw text, no chat template). A query that
+/// is a conversation comes as text (its turns as `role: content` paragraphs) and as its turns,
+/// which external scorers and HTTP judges receive as `messages` and reward models render with
+/// their own chat template.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Scoring<'a> {
     pub query: &'a str,
     pub response: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<&'a [ChatMessage]>,
 }
 
 pub trait Reward {

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 
+use crate::tokenizer::Prompt;
+
 pub mod external;
 pub mod http;
 mod interface;
@@ -151,16 +153,22 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
 /// Scores each query's responses: one call to the reward for all of them.
 pub fn score_responses(
     reward: &mut dyn Reward,
-    queries: &[String],
+    queries: &[Prompt],
     responses: &[Vec<String>],
 ) -> Result<Vec<Vec<f64>>> {
+    let texts: Vec<_> = queries.iter().map(Prompt::text).collect();
     let items: Vec<Scoring<'_>> = queries
         .iter()
+        .zip(&texts)
         .zip(responses)
-        .flat_map(|(q, rs)| {
+        .flat_map(|((q, text), rs)| {
             rs.iter().map(move |r| Scoring {
-                query: q,
+                query: text,
                 response: r,
+                messages: match q {
+                    Prompt::Chat(turns) => Some(turns.as_slice()),
+                    Prompt::Text(_) => None,
+                },
             })
         })
         .collect();

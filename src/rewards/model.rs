@@ -12,7 +12,7 @@ use crate::checkpoint::load_reward_model;
 use crate::data::{RankedExample, ScoredBatch, TokenizeOptions, tokenize_example};
 use crate::model::Llama;
 use crate::scoring::{final_hidden, sequence_rewards};
-use crate::tokenizer::{TemplateMode, Tokenizer};
+use crate::tokenizer::{Prompt, TemplateMode, Tokenizer};
 
 /// Sequences scored in one forward pass.
 const BATCH: usize = 8;
@@ -39,7 +39,10 @@ impl ModelReward {
 
     fn tokens(&self, item: &Scoring<'_>) -> Result<(Vec<u32>, Vec<u32>)> {
         let example = RankedExample {
-            query: item.query.into(),
+            query: match item.messages {
+                Some(turns) => Prompt::Chat(turns.to_vec()),
+                None => item.query.into(),
+            },
             responses: vec![item.response.to_string()],
             scores: vec![0.0],
             line: 0,

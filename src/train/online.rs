@@ -22,7 +22,7 @@ use crate::model::Llama;
 use crate::rewards::{Reward, RewardOptions, mean_std, parse_reward, score_responses};
 use crate::sampling::{Draws, sample_responses};
 use crate::scoring::{HeadPath, final_hidden, sequence_logprobs};
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{Prompt, Tokenizer};
 
 pub struct OnlineSampler {
     section: OnlineSection,
@@ -171,11 +171,11 @@ impl OnlineSampler {
                 Ok(responses)
             })
             .collect::<Result<_>>()?;
-        let query_texts: Vec<String> = indices
+        let asked: Vec<Prompt> = indices
             .iter()
-            .map(|&i| self.queries[i].query.text().into_owned())
+            .map(|&i| self.queries[i].query.clone())
             .collect();
-        let rewards = score_responses(self.reward.as_mut(), &query_texts, &texts)
+        let rewards = score_responses(self.reward.as_mut(), &asked, &texts)
             .with_context(|| format!("online round at step {start_step}"))?;
         let (reward_mean, reward_std) = mean_std(&rewards.concat());
         let mut examples: Vec<RankedExample> = indices
