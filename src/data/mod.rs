@@ -190,14 +190,13 @@ pub fn read_query_lines(path: &Path, opts: &ReadOptions) -> Result<Vec<QueryLine
 /// The group keeps its first record's place and number; other records stay as they are.
 pub fn group_pairs(lines: Vec<QueryLine>) -> Vec<QueryLine> {
     let mut out: Vec<QueryLine> = Vec::with_capacity(lines.len());
-    let mut group_of: std::collections::HashMap<String, usize> = Default::default();
+    let mut group_of: std::collections::HashMap<Prompt, usize> = Default::default();
     for line in lines {
         if !line.pairwise {
             out.push(line);
             continue;
         }
-        let key = line.query.json_field().1.to_string();
-        let at = *group_of.entry(key).or_insert_with(|| {
+        let at = *group_of.entry(line.query.clone()).or_insert_with(|| {
             out.push(QueryLine {
                 responses: vec![],
                 scores: Some(vec![]),

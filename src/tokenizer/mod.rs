@@ -38,14 +38,14 @@ pub enum TemplateMode {
 
 /// What a model is asked: a plain text (wrapped as one user turn when a chat template is
 /// applied), or a conversation whose last turn is the user's.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Prompt {
     Text(String),
     Chat(Vec<ChatMessage>),
 }
 
 /// One turn of a conversation, as chat templates read it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,

@@ -100,7 +100,8 @@ pub struct OnlineSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvalSection {
-    /// Held-out queries: JSONL with a `query` (or `prompt`) per line, as `rrhf eval` reads.
+    /// Held-out queries, in any form `data.train` takes (only the queries are used), read with
+    /// `[data]`'s options.
     pub queries: PathBuf,
     /// A reward spec, as `online.reward` and `rrhf eval --reward` take.
     pub reward: String,

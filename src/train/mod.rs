@@ -742,11 +742,10 @@ fn keep_best_of_this_run(config: &TrainConfig, state: &mut TrainerState) -> Resu
         state.best = None;
     }
     let dir = config.output.dir.join(BEST_DIR);
-    let Ok(text) = std::fs::read_to_string(dir.join(state::STATE_FILE)) else {
+    if !dir.join(state::STATE_FILE).exists() {
         return Ok(());
-    };
-    let saved: TrainerState = serde_json::from_str(&text)
-        .with_context(|| format!("{}: unreadable", dir.join(state::STATE_FILE).display()))?;
+    }
+    let saved = state::read_trainer_state(&dir)?;
     if saved.step > state.step {
         eprintln!(
             "removing {} (from step {}, past the resumed step {}): this run takes those steps again",

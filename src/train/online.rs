@@ -180,10 +180,11 @@ impl OnlineSampler {
         let (reward_mean, reward_std) = mean_std(&rewards.concat());
         let mut examples: Vec<RankedExample> = indices
             .iter()
+            .zip(asked)
             .zip(texts)
             .zip(&rewards)
-            .map(|((&i, responses), r)| RankedExample {
-                query: self.queries[i].query.clone(),
+            .map(|(((&i, query), responses), r)| RankedExample {
+                query,
                 responses,
                 scores: r.clone(),
                 line: self.queries[i].line,

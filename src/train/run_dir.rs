@@ -160,9 +160,7 @@ pub fn run_files(dir: &Path) -> Result<Vec<PathBuf>> {
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let is_checkpoint = name
-            .strip_prefix("checkpoint-")
-            .is_some_and(|n| n.parse::<usize>().is_ok());
+        let is_checkpoint = super::state::checkpoint_step(&name).is_some();
         let own = [
             METRICS_FILE,
             PLOT_FILE,
@@ -191,10 +189,7 @@ fn names(paths: &[PathBuf]) -> String {
 fn another_run_message(dir: &Path, found: &[PathBuf]) -> String {
     let latest = found
         .iter()
-        .filter_map(|p| {
-            let step = p.file_name()?.to_str()?.strip_prefix("checkpoint-")?;
-            Some((step.parse::<usize>().ok()?, p))
-        })
+        .filter_map(|p| Some((super::state::checkpoint_step(p.file_name()?.to_str()?)?, p)))
         .max_by_key(|(step, _)| *step);
     let how = match latest {
         Some((_, checkpoint)) => format!("resume it with --resume {}, ", checkpoint.display()),

@@ -70,6 +70,11 @@ pub fn checkpoint_dir(output: &Path, step: usize) -> PathBuf {
     output.join(format!("checkpoint-{step}"))
 }
 
+/// The step of a `checkpoint-N` name ([`checkpoint_dir`]'s), `None` for any other name.
+pub fn checkpoint_step(name: &str) -> Option<usize> {
+    name.strip_prefix("checkpoint-")?.parse().ok()
+}
+
 /// The steps of the `checkpoint-N` directories in `output`, in increasing order.
 pub fn checkpoint_steps(output: &Path) -> Vec<usize> {
     let mut steps: Vec<usize> = std::fs::read_dir(output)
@@ -77,13 +82,7 @@ pub fn checkpoint_steps(output: &Path) -> Vec<usize> {
         .flatten()
         .flatten()
         .filter(|e| e.path().is_dir())
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_prefix("checkpoint-")?
-                .parse::<usize>()
-                .ok()
-        })
+        .filter_map(|e| checkpoint_step(e.file_name().to_str()?))
         .collect();
     steps.sort_unstable();
     steps
@@ -147,11 +146,8 @@ fn write_moments(path: &Path, optimizer: &AdamW) -> Result<()> {
 }
 
 /// Reads the trainer state and the optimizer moments of a checkpoint into `optimizer`.
-pub fn load_checkpoint_state(
-    dir: &Path,
-    optimizer: &mut AdamW,
-    device: &Device,
-) -> Result<TrainerState> {
+/// The trainer state of the checkpoint `dir` (its step, seed, loss scale, best evaluation).
+pub fn read_trainer_state(dir: &Path) -> Result<TrainerState> {
     let state_path = dir.join(STATE_FILE);
     let text = std::fs::read_to_string(&state_path).with_context(|| {
         format!(
@@ -159,8 +155,15 @@ pub fn load_checkpoint_state(
             dir.display()
         )
     })?;
-    let state: TrainerState = serde_json::from_str(&text)
-        .with_context(|| format!("{}: unreadable", state_path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: unreadable", state_path.display()))
+}
+
+pub fn load_checkpoint_state(
+    dir: &Path,
+    optimizer: &mut AdamW,
+    device: &Device,
+) -> Result<TrainerState> {
+    let state = read_trainer_state(dir)?;
     let path = dir.join(OPTIMIZER_FILE);
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
