@@ -120,14 +120,15 @@ impl RewardEval {
     /// become the reference), writes its samples file, and returns its metrics.jsonl line.
     pub fn run(&mut self, model: &Llama, tokenizer: &Tokenizer, step: usize) -> Result<Value> {
         let (answers, tokens) = self.answer(model, tokenizer, step)?;
-        let start = match &self.start {
-            Some(start) => start.clone(),
-            None if step == 0 => answers.clone(),
-            None => bail!("[eval] at step {step}: the start model's answers are missing"),
-        };
-        self.write_samples(step, &answers, &start)?;
-        self.start = Some(start);
+        if self.start.is_none() {
+            ensure!(
+                step == 0,
+                "[eval] at step {step}: the start model's answers are missing"
+            );
+            self.start = Some(answers.clone());
+        }
         let start = self.start.as_ref().expect("set above");
+        self.write_samples(step, &answers, start)?;
         let (mean, std) = mean_std(&answers.rewards);
         Ok(json!({
             "step": step,

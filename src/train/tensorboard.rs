@@ -34,11 +34,6 @@ impl EventWriter {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let name = format!("{FILE_PREFIX}{}.{}", unix_seconds(), hostname());
         let path = dir.join(&name);
-        // Written whole under a temporary name (`.NAME.tmp-PID`, which the run directory clears
-        // if a crash leaves it) and renamed over: the old files stay until the new one is there.
-        let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        let mut file =
-            File::create(&temp).with_context(|| format!("cannot write {}", temp.display()))?;
         let mut bytes = record(&encode_event(
             wall_time(),
             0,
@@ -53,11 +48,14 @@ impl EventWriter {
                 )));
             }
         }
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, &path)
-            .with_context(|| format!("cannot rename {} to {}", temp.display(), path.display()))?;
+        // Written whole under a temporary name (which the run directory clears if a crash leaves
+        // it) and renamed into place: the old files stay until the new one is there.
+        crate::checkpoint::write_file_atomically(&path, &bytes)?;
         remove_other_event_files(dir, &name)?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot append to {}", path.display()))?;
         Ok(Self { file, path })
     }
 
