@@ -3,6 +3,7 @@
 //! - `kernels`: the sequence log-prob kernel against its burn-ops reference (forward and
 //!   backward), and the fused head (hidden states + head weight to log-probs, a vocabulary chunk
 //!   at a time) against the unfused one (logits, then the kernel), through autodiff.
+//! - `allreduce`: data parallel's gradient exchange, under `mpirun -np N`.
 //! - `step`: one whole RRHF optimizer step (forward, backward, clipping, AdamW) as the trainer
 //!   runs it, on a model directory or a bare `config.json` (random weights), with `k` responses
 //!   of `T` tokens per query. `benches/rrhf_step.py` runs the same step in PyTorch with
@@ -274,7 +275,6 @@ pub fn step(args: &StepBench) -> Result<()> {
         checkpointing: args.gradient_checkpointing,
         queries_per_step: args.queries,
         max_grad_norm: t.max_grad_norm,
-        replicas: vec![],
         data: PathBuf::from("the synthetic queries"),
     };
     let mut optimizer = AdamW::new(t.adamw());
@@ -299,6 +299,7 @@ pub fn step(args: &StepBench) -> Result<()> {
             &mut loss_scale,
             &micro_batches,
             t.lr,
+            None,
             timed.then_some(&mut times),
         )?;
         losses.push(figures.sums.mean(args.queries).total);
@@ -591,4 +592,80 @@ fn resident_kib(field: &str) -> u64 {
         .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// The gradient exchange of data parallel (`mpirun -np N rrhf bench allreduce ...`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct AllReduceBench {
+    /// A model directory, or a `config.json` alone (random weights): its trainable parameters
+    /// are the floats exchanged.
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// LoRA adapters of this rank on every projection: only they are exchanged.
+    #[arg(long)]
+    pub lora_rank: Option<usize>,
+    /// Timed exchanges; the fastest is reported.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+}
+
+/// Times what one optimizer step of data parallel adds: the trainer's sum of the gradients
+/// across the ranks (device to host, MPI_Allreduce in buckets, host to device), and the
+/// MPI_Allreduce of as many floats alone, from which the bus bandwidth follows (NCCL's
+/// convention: a ring all-reduce moves 2(N-1)/N of the bytes through each rank's link).
+pub fn allreduce(args: &AllReduceBench) -> Result<()> {
+    let world = crate::parallel::world();
+    let selected = select_announced(&crate::device::for_rank(&args.device, world), "--device")?;
+    // On the training device, where the parameters require gradients as the trainer's do.
+    let device = Checkpointing::Off.training_device(&selected.device);
+    let model = bench_model(&args.model, &device, FloatDType::F32)?;
+    let model = match args.lora_rank {
+        Some(rank) => {
+            let lora = LoraConfig {
+                rank,
+                ..Default::default()
+            };
+            if let Some((field, why)) = lora.invalid() {
+                bail!("--lora-rank: {field} {why}");
+            }
+            model.with_fresh_lora(&lora, args.model.clone(), 0)?
+        }
+        None => model,
+    };
+    let mut grads = crate::train::optimizer::GradientBuffer::zeros(&model);
+    let floats: usize = grads.tensors().iter().map(|g| g.dims()[0]).sum();
+    let exchange = crate::parallel::time_slowest_rank(args.repeats, &mut || {
+        grads.sum_across_ranks(world)?;
+        selected.device.sync().context("waiting for the device")
+    })?;
+    let mut bucket = vec![1.0f32; floats.min(crate::parallel::BUCKET_FLOATS)];
+    let host = crate::parallel::time_slowest_rank(args.repeats, &mut || {
+        let mut left = floats;
+        while left > 0 {
+            let n = left.min(bucket.len());
+            world.sum_f32(&mut bucket[..n]);
+            left -= n;
+        }
+        Ok(())
+    })?;
+    if !world.is_root() {
+        return Ok(());
+    }
+    let bytes = (floats * 4) as f64;
+    let n = world.size as f64;
+    let bus_gbits = (world.size > 1).then(|| 2.0 * (n - 1.0) / n * bytes * 8.0 / host / 1e9);
+    println!(
+        "{}",
+        json!({
+            "bench": "allreduce", "ranks": world.size, "device": selected.description,
+            "model": args.model.display().to_string(), "lora_rank": args.lora_rank,
+            "floats": floats, "mib": bytes / MIB,
+            "buckets": floats.div_ceil(crate::parallel::BUCKET_FLOATS),
+            "exchange_seconds": exchange, "allreduce_seconds": host,
+            "bus_gbit_per_sec": bus_gbits,
+        })
+    );
+    Ok(())
 }

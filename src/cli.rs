@@ -155,6 +155,9 @@ enum BenchCommand {
     Kernels(bench::KernelBench),
     /// One RRHF optimizer step (forward, backward, AdamW) with k responses of T tokens.
     Step(bench::StepBench),
+    /// Data parallel's gradient exchange for a model's trainable parameters: launch it under
+    /// `mpirun -np N` (a build with `--features mpi`).
+    Allreduce(bench::AllReduceBench),
 }
 
 #[derive(Args)]
@@ -343,6 +346,9 @@ pub fn run() -> Result<()> {
         Command::Bench {
             what: BenchCommand::Step(args),
         } => bench::step(&args),
+        Command::Bench {
+            what: BenchCommand::Allreduce(args),
+        } => bench::allreduce(&args),
         Command::Compare {
             run_a,
             run_b,
@@ -615,7 +621,10 @@ fn run_training(config: &TrainConfig, options: RunOptions, reward_model: bool) -
         };
         line[name] = eval.rank_accuracy.into();
     }
-    println!("{line}");
+    // Under MPI every rank trains, but the run (its files and this line) is rank 0's.
+    if crate::parallel::world().is_root() {
+        println!("{line}");
+    }
     Ok(())
 }
 

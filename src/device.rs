@@ -440,8 +440,30 @@ fn device_list(adapters: &[Adapter]) -> String {
 /// the choice announced on stderr as `device: ...`: what every command that computes does first.
 pub fn select_announced(choice: &DeviceChoice, field: &'static str) -> Result<SelectedDevice> {
     let selected = select(choice).context(field)?;
-    eprintln!("device: {}", selected.description);
+    eprintln!(
+        "device: {}{}",
+        selected.description,
+        crate::parallel::world().tag()
+    );
     Ok(selected)
+}
+
+/// The device an MPI rank takes for `choice`: `gpu` and `auto` mean the GPU of its local rank
+/// (`auto`: the CPU path when this machine has fewer GPUs than ranks); an explicit choice stands.
+/// A world of one keeps `choice` as it is.
+pub fn for_rank(choice: &DeviceChoice, world: &crate::parallel::World) -> DeviceChoice {
+    if world.size == 1 {
+        return choice.clone();
+    }
+    let own_gpu = DeviceChoice::Gpu(Some(world.local_rank));
+    match choice {
+        DeviceChoice::Gpu(None) => own_gpu,
+        DeviceChoice::Auto if adapters().iter().filter(|a| a.is_gpu).count() > world.local_rank => {
+            own_gpu
+        }
+        DeviceChoice::Auto => DeviceChoice::Cpu,
+        other => other.clone(),
+    }
 }
 
 pub fn select(choice: &DeviceChoice) -> Result<SelectedDevice> {

@@ -19,6 +19,7 @@ pub mod eval;
 pub mod kernels;
 pub mod loss;
 pub mod model;
+pub mod parallel;
 pub mod plot;
 pub mod progress;
 pub mod rewards;

@@ -3,9 +3,12 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     quiet_display_probes();
     reuse_freed_buffers();
+    let _mpi = rrhf::parallel::init();
     match rrhf::cli::run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // Under MPI, one rank's error ends every rank (no hang in a collective).
+            rrhf::parallel::world().abort_job_on(&e);
             // The whole context chain, without a backtrace: what failed, and in which file/field.
             eprintln!("error: {e:#}");
             // `rrhf compare` tells "differ" (1) from "cannot compare" (2), as diff and cmp do.

@@ -220,10 +220,10 @@ pub struct TrainSection {
     pub max_grad_norm: f64,
     pub seed: u64,
     pub device: DeviceChoice,
-    /// More devices for data parallelism: the step's micro-batches are dealt out to `device` and
-    /// these in turn, each computes its gradients on its own copy of the weights, and the
-    /// gradients are summed on `device`, which makes the update.
-    pub data_parallel: Vec<DeviceChoice>,
+    /// Retired (it was threads of one process): data parallel is one process per device under
+    /// MPI (`parallel.rs`). Kept as a key so that an old config is told what to do instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_parallel: Option<toml::Value>,
     /// Recompute activations in the backward pass instead of keeping them: `layer` (or `true`)
     /// keeps only each decoder layer's input, `ops` recomputes the elementwise ops (see
     /// `checkpointing.rs`).
@@ -265,7 +265,7 @@ impl Default for TrainSection {
             max_grad_norm: 1.0,
             seed: 42,
             device: DeviceChoice::Auto,
-            data_parallel: vec![],
+            data_parallel: None,
             gradient_checkpointing: Checkpointing::Off,
             precision: Precision::F32,
             loss_scale: INITIAL_SCALE,
@@ -400,6 +400,14 @@ impl TrainConfig {
         let t = &self.train;
         let bad = |field: &str, why: &str| Some((field.to_string(), why.to_string()));
         let number_in = |x: f64, lo: f64, hi: f64| x.is_finite() && x >= lo && x <= hi;
+        if t.data_parallel.is_some() {
+            return bad(
+                "train.data_parallel",
+                "is retired: data parallel is one process per device, launched by MPI; build \
+                 with `cargo build --release --features mpi` and run `mpirun -np N rrhf train \
+                 --config F` (see \"Data parallel\" in the README)",
+            );
+        }
         if t.queries_per_step == 0 {
             return bad("train.queries_per_step", "must be at least 1");
         }

@@ -36,7 +36,7 @@ use crate::data::{
     RankBatch, TokenizeOptions, TokenizedExample, check_rankable, read_query_lines, read_ranked,
     tokenize_examples,
 };
-use crate::device::{SelectedDevice, select, select_announced};
+use crate::device::{SelectedDevice, select_announced};
 use crate::model::{Llama, Precision};
 use crate::scoring::final_hidden;
 use crate::tokenizer::Tokenizer;
@@ -95,7 +95,8 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
 struct Run<'a> {
     config: &'a TrainConfig,
     options: &'a RunOptions,
-    _run_dir: RunDir,
+    /// The output directory's lock: rank 0's (the one that writes there).
+    _run_dir: Option<RunDir>,
     /// Where the run's model (and tokenizer) came from: the base model, or the resumed checkpoint.
     model_dir: &'a Path,
     tokenizer: Tokenizer,
@@ -109,7 +110,8 @@ struct Run<'a> {
     stepper: OptimizerStep,
     optimizer: AdamW,
     state: TrainerState,
-    metrics: MetricsLog,
+    /// metrics.jsonl (and TensorBoard's events): rank 0's.
+    metrics: Option<MetricsLog>,
     progress: ProgressBar,
     order: QueryOrder,
     /// Queries per micro-batch.
@@ -138,13 +140,19 @@ impl<'a> Run<'a> {
     /// the state of the checkpoint resumed from, if any; and an eval before the first update.
     fn start(config: &'a TrainConfig, options: &'a RunOptions) -> Result<(Self, Llama)> {
         let out = &config.output.dir;
-        let run_dir = RunDir::open(&RunStart {
-            dir: out,
-            resume: options.resume.as_deref(),
-            force: options.force,
-            inputs: config.inputs(),
-        })?;
-        let (selected, device, replicas) = select_devices(config)?;
+        // Under MPI, rank 0 alone writes (the output directory, metrics, checkpoints, samples);
+        // the others only compute.
+        let root = crate::parallel::world().is_root();
+        let run_dir = match root {
+            true => Some(RunDir::open(&RunStart {
+                dir: out,
+                resume: options.resume.as_deref(),
+                force: options.force,
+                inputs: config.inputs(),
+            })?),
+            false => None,
+        };
+        let (selected, device) = select_devices(config)?;
         let model_dir = options.resume.as_deref().unwrap_or(&config.model.path);
         let model = load_trained_model(config, model_dir, &device)?;
         let tokenizer = Tokenizer::load(model_dir, &model.config)?;
@@ -172,10 +180,12 @@ impl<'a> Run<'a> {
         };
         if let Some(dir) = &options.resume {
             resume_state(dir, &mut state, &mut optimizer, &selected.device)?;
-            keep_best_of_this_run(config, &mut state)?;
+            if root {
+                keep_best_of_this_run(config, &mut state)?;
+            }
         }
         let micro = t.queries_per_step.div_ceil(t.grad_accum);
-        let mut reward_eval = match &config.eval {
+        let mut reward_eval = match config.eval.as_ref().filter(|_| root) {
             Some(section) => Some(RewardEval::new(
                 section,
                 config.data.template,
@@ -189,10 +199,18 @@ impl<'a> Run<'a> {
         if let Some(eval) = reward_eval.as_mut().filter(|_| state.step > 0) {
             eval.resume(&config.model.path, &selected.device, &tokenizer)?;
         }
-        manifest::record_start(out, config, &selected, state.step)?;
-        let tensorboard = config.output.tensorboard.then(|| out.join(TENSORBOARD_DIR));
-        let metrics =
-            MetricsLog::open(&out.join(METRICS_FILE), tensorboard.as_deref(), state.step)?;
+        let metrics = match root {
+            true => {
+                manifest::record_start(out, config, &selected, state.step)?;
+                let tensorboard = config.output.tensorboard.then(|| out.join(TENSORBOARD_DIR));
+                Some(MetricsLog::open(
+                    &out.join(METRICS_FILE),
+                    tensorboard.as_deref(),
+                    state.step,
+                )?)
+            }
+            false => None,
+        };
         let end = options
             .stop_after
             .map_or(schedule.total, |s| s.min(schedule.total));
@@ -207,14 +225,16 @@ impl<'a> Run<'a> {
             online,
             eval_set,
             reward_eval,
-            progress: crate::progress::bar("step", "", schedule.total, state.step),
+            progress: match root {
+                true => crate::progress::bar("step", "", schedule.total, state.step),
+                false => ProgressBar::hidden(),
+            },
             schedule,
             stepper: OptimizerStep {
                 objective: Objective::of(config),
                 checkpointing: t.gradient_checkpointing,
                 queries_per_step: t.queries_per_step,
                 max_grad_norm: t.max_grad_norm,
-                replicas,
                 data: config.data.train.clone(),
             },
             optimizer,
@@ -228,7 +248,7 @@ impl<'a> Run<'a> {
             first_round: true,
         };
         // A baseline before the first update, so every run shows where it started.
-        if run.state.step == 0 && config.output.eval_every > 0 {
+        if run.state.step == 0 && config.output.eval_every > 0 && root {
             run.evaluate(&model)?;
         }
         if run.state.step == 0 {
@@ -256,13 +276,15 @@ impl<'a> Run<'a> {
                     .collect()
             })
             .collect();
-        if self.config.lora.as_ref().is_some_and(|l| l.dropout > 0.0) {
-            // Dropout masks drawn from (seed, step) alone: the same in a rerun and after a
-            // resume, where the backend's generator would otherwise start from OS entropy.
-            model
-                .device()
-                .seed(crate::sampling::derived_seed(t.seed, &[step as u64]));
-        }
+        // Dropout masks drawn from (seed, step, micro-batch) alone: the same in a rerun, after a
+        // resume (where the backend's generator would otherwise start from OS entropy), and
+        // whichever MPI rank a micro-batch is dealt to.
+        let dropout_seed = self
+            .config
+            .lora
+            .as_ref()
+            .is_some_and(|l| l.dropout > 0.0)
+            .then(|| crate::sampling::derived_seed(t.seed, &[step as u64]));
         let scale = self.state.loss_scale.map_or(1.0, |s| s.scale);
         let lr = self.schedule.at(step);
         let (model, figures) = self
@@ -273,6 +295,7 @@ impl<'a> Run<'a> {
                 &mut self.state.loss_scale,
                 &micro_batches,
                 lr,
+                dropout_seed,
                 None,
             )
             .map_err(|e| {
@@ -312,7 +335,11 @@ impl<'a> Run<'a> {
         let is_last = step == self.end;
         if step % config.output.log_every == 0 || is_last {
             let line = self.step_line(done);
-            self.metrics.write(line, &self.progress)?;
+            self.log(line)?;
+        }
+        if !crate::parallel::world().is_root() {
+            // Evaluations and checkpoints are rank 0's: the others go on to the next step.
+            return Ok(());
         }
         let eval_due = config.output.eval_every > 0 && step % config.output.eval_every == 0;
         if eval_due || step == self.state.total_steps {
@@ -350,7 +377,7 @@ impl<'a> Run<'a> {
         };
         let line = eval.run(&model.valid(), &self.tokenizer, self.state.step)?;
         let reward = line["eval_reward"].as_f64().unwrap_or(f64::NAN);
-        self.metrics.write(line, &self.progress)?;
+        self.log(line)?;
         self.keep_if_best(model, KeepBest::EvalReward, reward)
     }
 
@@ -385,7 +412,10 @@ impl<'a> Run<'a> {
         let step = self.state.step;
         let out = &self.config.output.dir;
         let complete = step == self.state.total_steps;
-        let saved = finish_run(out, model, self.model_dir, complete, step)?;
+        let saved = match crate::parallel::world().is_root() {
+            true => finish_run(out, model, self.model_dir, complete, step)?,
+            false => out.join(FINAL_DIR),
+        };
         Ok(TrainSummary {
             steps: step,
             last_loss: self.last_loss,
@@ -421,9 +451,17 @@ impl<'a> Run<'a> {
         }
         self.round_scores = round.mean_score;
         if let Some(line) = round.log {
-            self.metrics.write(line, &self.progress)?;
+            self.log(line)?;
         }
         Ok(())
+    }
+
+    /// Writes `line` to metrics.jsonl (rank 0; the others log nothing).
+    fn log(&mut self, line: serde_json::Value) -> Result<()> {
+        match self.metrics.as_mut() {
+            Some(metrics) => metrics.write(line, &self.progress),
+            None => Ok(()),
+        }
     }
 
     /// Evaluates `model` on the eval set, if there is one, and logs the result.
@@ -437,7 +475,7 @@ impl<'a> Run<'a> {
             "eval_loss": result.loss,
             "eval_rank_accuracy": result.rank_accuracy,
         });
-        self.metrics.write(line, &self.progress)?;
+        self.log(line)?;
         self.keep_if_best(model, KeepBest::EvalLoss, result.loss as f64)?;
         Ok(Some(result))
     }
@@ -586,40 +624,25 @@ fn next_round(
     sampler.round(&model.valid(), tokenizer, start, &indices, reuse)
 }
 
-/// The training device (with the checkpointing strategy the config asks for) and the
-/// data-parallel ones, each able to compute in `train.precision`: checked before anything is
+/// The training device (with the checkpointing strategy the config asks for; under MPI, this
+/// rank's, `device::for_rank`), able to compute in `train.precision`: checked before anything is
 /// loaded, since a device asked for a dtype it cannot compute in can fail in ways that poison it
 /// (lavapipe, casting weights to bf16 under SPIR-V).
-fn select_devices(
-    config: &TrainConfig,
-) -> Result<(
-    SelectedDevice,
-    burn::tensor::Device,
-    Vec<burn::tensor::Device>,
-)> {
-    let selected = select_announced(&config.train.device, "field `train.device`")?;
-    let training_device =
-        |d: &burn::tensor::Device| config.train.gradient_checkpointing.training_device(d);
-    let device = training_device(&selected.device);
-    let mut replica_devices = Vec::new();
-    for choice in &config.train.data_parallel {
-        let extra = select(choice).context("field `train.data_parallel`")?;
-        eprintln!("data parallel: also {}", extra.description);
-        replica_devices.push(training_device(&extra.device));
+fn select_devices(config: &TrainConfig) -> Result<(SelectedDevice, burn::tensor::Device)> {
+    let choice = crate::device::for_rank(&config.train.device, crate::parallel::world());
+    let selected = select_announced(&choice, "field `train.device`")?;
+    let device = config
+        .train
+        .gradient_checkpointing
+        .training_device(&selected.device);
+    if !config.train.precision.runs_on(&device) {
+        bail!(
+            "train.precision = \"{}\": device `{choice}` has no arithmetic in it (f32 runs \
+             everywhere; f16 needs shader-f16 on a GPU; bf16 runs on the CPU backend only)",
+            config.train.precision.name()
+        );
     }
-    for (choice, device) in std::iter::once(&config.train.device)
-        .chain(&config.train.data_parallel)
-        .zip(std::iter::once(&device).chain(&replica_devices))
-    {
-        if !config.train.precision.runs_on(device) {
-            bail!(
-                "train.precision = \"{}\": device `{choice}` has no arithmetic in it (f32 runs \
-                 everywhere; f16 needs shader-f16 on a GPU; bf16 runs on the CPU backend only)",
-                config.train.precision.name()
-            );
-        }
-    }
-    Ok((selected, device, replica_devices))
+    Ok((selected, device))
 }
 
 /// The model the run trains, from `model_dir`: a policy (with fresh or loaded LoRA adapters), or

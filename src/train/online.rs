@@ -138,6 +138,73 @@ impl OnlineSampler {
             return self.finish(tokenizer, indices, examples, &path, None);
         }
         let started = Instant::now();
+        // Under MPI each rank samples and scores every n-th query of the round; the round is
+        // then put together on every rank (each trains on some of it), and rank 0 writes it.
+        let world = crate::parallel::world();
+        let mine: Vec<usize> = world
+            .share(indices)
+            .into_iter()
+            .map(|p| indices[p])
+            .collect();
+        let sampled = self.sample(policy, tokenizer, start_step, &mine)?;
+        let (mut by_query, tokens) = match world.size {
+            1 => (
+                mine.iter().copied().zip(sampled.queries).collect(),
+                sampled.tokens,
+            ),
+            _ => gather_samples(world, &mine, sampled)?,
+        };
+        let sample_seconds = started.elapsed().as_secs_f64();
+        let mut rewards = Vec::with_capacity(indices.len());
+        let examples: Vec<RankedExample> = indices
+            .iter()
+            .map(|i| {
+                let q = by_query
+                    .remove(i)
+                    .expect("every query of the round was sampled");
+                rewards.push(q.rewards);
+                RankedExample {
+                    query: self.queries[*i].query.clone(),
+                    responses: q.responses,
+                    scores: q.scores,
+                    line: self.queries[*i].line,
+                }
+            })
+            .collect();
+        let (reward_mean, reward_std) = mean_std(&rewards.concat());
+        if world.is_root() {
+            write_round(&path, &examples)?;
+        }
+        let log = json!({
+            "step": start_step,
+            "round_queries": indices.len(),
+            "sample_reward_mean": reward_mean,
+            "sample_reward_std": reward_std,
+            "sample_tokens": tokens,
+            "sample_seconds": sample_seconds,
+            "sample_tokens_per_sec": tokens as f64 / sample_seconds,
+        });
+        // The scores survive the JSON round trip exactly (finite f64s, written in their
+        // shortest exact form), so a resumed run reading the file back trains on the same thing.
+        self.finish(tokenizer, indices, examples, &path, Some(log))
+    }
+
+    /// The responses to the queries `indices`, sampled from `policy` for the round starting at
+    /// `start_step`, and their rewards (less the KL term, if any).
+    fn sample(
+        &mut self,
+        policy: &Llama,
+        tokenizer: &Tokenizer,
+        start_step: usize,
+        indices: &[usize],
+    ) -> Result<SampledShare> {
+        if indices.is_empty() {
+            // A rank of a round with fewer queries than ranks.
+            return Ok(SampledShare {
+                queries: Vec::new(),
+                tokens: 0,
+            });
+        }
         let prompts = indices
             .iter()
             .map(|&i| tokenizer.encode_query(&self.queries[i].query, self.opts.template))
@@ -156,7 +223,6 @@ impl OnlineSampler {
             tokenizer.stop_ids(),
             &mut |_, n| tokens += n,
         )?;
-        let sample_seconds = started.elapsed().as_secs_f64();
         let texts: Vec<Vec<String>> = indices
             .iter()
             .zip(&samples)
@@ -177,7 +243,6 @@ impl OnlineSampler {
             .collect();
         let rewards = score_responses(self.reward.as_mut(), &asked, &texts)
             .with_context(|| format!("online round at step {start_step}"))?;
-        let (reward_mean, reward_std) = mean_std(&rewards.concat());
         let mut examples: Vec<RankedExample> = indices
             .iter()
             .zip(asked)
@@ -199,19 +264,16 @@ impl OnlineSampler {
                 self.subtract_kl(policy, &policy.without_lora(), tokenizer, &mut examples)?
             }
         }
-        write_round(&path, &examples)?;
-        let log = json!({
-            "step": start_step,
-            "round_queries": indices.len(),
-            "sample_reward_mean": reward_mean,
-            "sample_reward_std": reward_std,
-            "sample_tokens": tokens,
-            "sample_seconds": sample_seconds,
-            "sample_tokens_per_sec": tokens as f64 / sample_seconds,
-        });
-        // The scores survive the JSON round trip exactly (finite f64s, written in their
-        // shortest exact form), so a resumed run reading the file back trains on the same thing.
-        self.finish(tokenizer, indices, examples, &path, Some(log))
+        let queries = examples
+            .into_iter()
+            .zip(rewards)
+            .map(|(ex, rewards)| SampledQuery {
+                responses: ex.responses,
+                scores: ex.scores,
+                rewards,
+            })
+            .collect();
+        Ok(SampledShare { queries, tokens })
     }
 
     fn finish(
@@ -272,6 +334,71 @@ impl OnlineSampler {
         }
         Ok(())
     }
+}
+
+/// One query's part of a round, as one rank sampled it.
+struct SampledQuery {
+    responses: Vec<String>,
+    /// The rewards less the KL term: what the query is ranked by.
+    scores: Vec<f64>,
+    /// The rewards alone, for the round's log line.
+    rewards: Vec<f64>,
+}
+
+struct SampledShare {
+    queries: Vec<SampledQuery>,
+    tokens: usize,
+}
+
+/// Every rank's sampled queries (`mine` are this rank's), by query index, on every rank, and
+/// the tokens sampled in all. The floats cross as their bits, so every rank ranks by exactly
+/// the scores the sampling rank computed.
+fn gather_samples(
+    world: &crate::parallel::World,
+    mine: &[usize],
+    share: SampledShare,
+) -> Result<(HashMap<usize, SampledQuery>, usize)> {
+    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<u64>>();
+    let records: Vec<serde_json::Value> = mine
+        .iter()
+        .zip(&share.queries)
+        .map(|(i, q)| {
+            json!({"i": i, "responses": q.responses, "scores": bits(&q.scores),
+                   "rewards": bits(&q.rewards)})
+        })
+        .collect();
+    let sent = serde_json::to_vec(&json!({"tokens": share.tokens, "queries": records}))?;
+    let mut by_query = HashMap::new();
+    let mut tokens = 0;
+    for (rank, bytes) in world.all_gather(sent).into_iter().enumerate() {
+        let share: GatheredShare = serde_json::from_slice(&bytes)
+            .with_context(|| format!("reading rank {rank}'s share of the online round"))?;
+        tokens += share.tokens;
+        for q in share.queries {
+            let floats = |v: Vec<u64>| v.into_iter().map(f64::from_bits).collect();
+            let query = SampledQuery {
+                responses: q.responses,
+                scores: floats(q.scores),
+                rewards: floats(q.rewards),
+            };
+            by_query.insert(q.i, query);
+        }
+    }
+    Ok((by_query, tokens))
+}
+
+#[derive(serde::Deserialize)]
+struct GatheredShare {
+    tokens: usize,
+    queries: Vec<GatheredQuery>,
+}
+
+#[derive(serde::Deserialize)]
+struct GatheredQuery {
+    i: usize,
+    responses: Vec<String>,
+    scores: Vec<u64>,
+    rewards: Vec<u64>,
 }
 
 fn write_round(path: &Path, examples: &[RankedExample]) -> Result<()> {

@@ -28,19 +28,37 @@ impl GradientBuffer {
         model.visit(&mut visitor);
     }
 
-    /// Adds the gradients another device computed (moved to this buffer's device first).
-    pub fn merge(&mut self, other: GradientBuffer) {
-        if self.grads.is_empty() {
-            self.grads = other.grads;
-            return;
+    /// Zero gradients for every trainable parameter of `model`: the part of a rank that was
+    /// dealt no micro-batch.
+    pub fn zeros(model: &Llama) -> Self {
+        struct Zeros(Vec<Tensor<1>>);
+        impl ModuleVisitor for Zeros {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                if trainable(param) {
+                    let value = param.val();
+                    let n = value.shape().num_elements();
+                    self.0.push(Tensor::zeros([n], &value.inner().device()));
+                }
+            }
         }
-        if other.grads.is_empty() {
-            return;
+        let mut zeros = Zeros(Vec::new());
+        model.visit(&mut zeros);
+        GradientBuffer { grads: zeros.0 }
+    }
+
+    /// Sums the gradients across the ranks (MPI_Allreduce), tensor by tensor through the host:
+    /// one tensor's host copy at a time, sent in buckets.
+    pub fn sum_across_ranks(&mut self, world: &crate::parallel::World) -> anyhow::Result<()> {
+        for grad in &mut self.grads {
+            let device = grad.device();
+            let mut host = crate::device::to_host(grad.clone())?;
+            world.sum_f32(&mut host);
+            *grad = Tensor::from_data(
+                burn::tensor::TensorData::new(host, [grad.dims()[0]]),
+                &device,
+            );
         }
-        let device = self.grads[0].device();
-        for (sum, g) in self.grads.iter_mut().zip(other.grads) {
-            *sum = sum.clone() + g.to_device(&device);
-        }
+        Ok(())
     }
 
     pub fn is_empty(&self) -> bool {

@@ -1,5 +1,5 @@
 //! One optimizer step, as `rrhf train` and `rrhf bench step` both run it: the step's queries in
-//! micro-batches (shared between the data-parallel devices), each micro-batch's share of the
+//! micro-batches (dealt to the ranks under MPI, `parallel.rs`), each micro-batch's share of the
 //! step's mean loss differentiated (times the f16 loss scale) and the gradients summed, the
 //! losses and the gradients' global norm read back in the step's one host synchronisation, the
 //! gradients clipped to `max_grad_norm`, and AdamW at the step's learning rate.
@@ -8,8 +8,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 
 use super::checkpointing::{Checkpointing, loss_forward};
 use super::config::TrainConfig;
@@ -126,15 +125,14 @@ pub struct OptimizerStep {
     pub queries_per_step: usize,
     /// Clip the gradients' global norm to this (0: no clipping).
     pub max_grad_norm: f64,
-    /// The data-parallel devices beside the model's (the model's device takes the first share).
-    pub replicas: Vec<Device>,
     /// The training data, named in messages.
     pub data: PathBuf,
 }
 
 impl OptimizerStep {
     /// One step over `micro_batches` at learning rate `lr`: the updated model and the step's
-    /// figures. A non-finite loss is an error naming the step's data lines; so is a non-finite
+    /// figures. With `dropout_seed`, each micro-batch's dropout masks are drawn from it and the
+    /// micro-batch's index. A non-finite loss is an error naming the step's data lines; so is a non-finite
     /// gradient norm without loss scaling. With loss scaling, an overflow skips the update and
     /// lowers the scale.
     pub fn run(
@@ -144,12 +142,20 @@ impl OptimizerStep {
         loss_scale: &mut Option<LossScale>,
         micro_batches: &[Vec<&TokenizedExample>],
         lr: f64,
+        dropout_seed: Option<u64>,
         mut phases: Option<&mut PhaseTimes>,
     ) -> Result<(Llama, StepFigures)> {
         let scale = loss_scale.map_or(1.0, |s| s.scale);
-        let shares = self.compute_shares(&model, micro_batches, scale, phases.as_deref_mut());
+        // Under MPI, this rank's micro-batches: every n-th, from its rank on.
+        let world = crate::parallel::world();
+        let mine: Vec<(usize, &[&TokenizedExample])> = world
+            .share(micro_batches)
+            .into_iter()
+            .map(|i| (i, micro_batches[i].as_slice()))
+            .collect();
+        let share = self.accumulate(&model, &mine, scale, dropout_seed, phases.as_deref_mut())?;
         let mut grads = GradientBuffer::default();
-        let (sums, grad_norm, tokens) = self.gather(shares, &mut grads, &model.device(), scale)?;
+        let (sums, grad_norm, tokens) = self.gather(share, &model, &mut grads, scale)?;
         if let Some(p) = phases.as_deref_mut() {
             p.backward += p.lap();
         }
@@ -187,106 +193,91 @@ impl OptimizerStep {
         Ok((model, figures))
     }
 
-    /// Merges the workers' shares into `grads` on `device`, and reads the summed losses and the
-    /// gradients' norm (unscaled) back together.
+    /// This rank's share summed with the other ranks' (into `grads`, on `device`), and the
+    /// step's summed losses and gradient norm (unscaled), read back together.
     fn gather(
         &self,
-        shares: Vec<Result<WorkerGradients>>,
+        share: WorkerGradients,
+        model: &Llama,
         grads: &mut GradientBuffer,
-        device: &Device,
         loss_scale: f32,
     ) -> Result<(LossSums, f32, usize)> {
-        let mut sums: Option<Tensor<1>> = None;
-        let mut tokens = 0;
-        let mut lines = Vec::new();
-        for share in shares {
-            let share = share?;
-            if let Some(share_sums) = share.sums.map(|t| t.to_device(device)) {
-                sums = Some(sums.map_or(share_sums.clone(), |s| s + share_sums));
-            }
-            tokens += share.tokens;
-            lines.extend(share.lines);
-            grads.merge(share.grads);
+        let world = crate::parallel::world();
+        let device = model.device();
+        let sums = share.sums.unwrap_or_else(|| Tensor::zeros([3], &device));
+        *grads = share.grads;
+        if grads.is_empty() {
+            // A rank dealt no micro-batch still adds its (zero) part to every sum.
+            *grads = GradientBuffer::zeros(model);
         }
-        let sums = sums.expect("a step has at least one micro-batch");
-        let host = crate::device::to_host(Tensor::cat(vec![sums, grads.squared_norm()], 0))?;
-        let sums = LossSums {
-            total: host[0],
-            rank: host[1],
-            ft: host[2],
+        let (sums, squared_norm) = match world.size {
+            1 => {
+                let host =
+                    crate::device::to_host(Tensor::cat(vec![sums, grads.squared_norm()], 0))?;
+                ([host[0], host[1], host[2], share.tokens as f32], host[3])
+            }
+            _ => {
+                grads.sum_across_ranks(world)?;
+                let host =
+                    crate::device::to_host(Tensor::cat(vec![sums, grads.squared_norm()], 0))?;
+                let mut reduced = [
+                    host[0] as f64,
+                    host[1] as f64,
+                    host[2] as f64,
+                    share.tokens as f64,
+                ];
+                world.sum_f64(&mut reduced);
+                (reduced.map(|x| x as f32), host[3])
+            }
         };
+        let (tokens, sums) = (
+            sums[3] as usize,
+            LossSums {
+                total: sums[0],
+                rank: sums[1],
+                ft: sums[2],
+            },
+        );
         if [sums.total, sums.rank, sums.ft]
             .iter()
             .any(|x| !x.is_finite())
         {
+            let mut lines = share.lines;
             lines.sort_unstable();
             let lines: Vec<String> = lines.iter().map(usize::to_string).collect();
             bail!(
-                "the loss is not finite (total {}, rank {}, ft {}) on {} lines {}",
+                "the loss is not finite (total {}, rank {}, ft {}); this rank's queries are on {} \
+                 lines {}{}",
                 sums.total,
                 sums.rank,
                 sums.ft,
                 self.data.display(),
-                lines.join(", ")
+                lines.join(", "),
+                world.tag()
             );
         }
-        Ok((sums, host[3].sqrt() / loss_scale, tokens))
+        Ok((sums, squared_norm.sqrt() / loss_scale, tokens))
     }
 
-    /// The step's gradients, one share per worker: the model's device, then each data-parallel
-    /// device with a copy of the weights in its own thread, each taking every n-th micro-batch.
-    /// Phases are timed on a single device only.
-    fn compute_shares(
-        &self,
-        model: &Llama,
-        micro_batches: &[Vec<&TokenizedExample>],
-        loss_scale: f32,
-        phases: Option<&mut PhaseTimes>,
-    ) -> Vec<Result<WorkerGradients>> {
-        let workers = 1 + self.replicas.len();
-        let share = |w: usize| -> Vec<&[&TokenizedExample]> {
-            micro_batches
-                .iter()
-                .skip(w)
-                .step_by(workers)
-                .map(Vec::as_slice)
-                .collect()
-        };
-        if workers == 1 {
-            return vec![self.accumulate(model, &share(0), loss_scale, phases)];
-        }
-        let share = &share;
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = std::iter::once(model.clone())
-                .chain(self.replicas.iter().map(|d| model.clone().fork(d)))
-                .enumerate()
-                .map(|(w, replica)| {
-                    scope.spawn(move || self.accumulate(&replica, &share(w), loss_scale, None))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("a data-parallel worker panicked")))
-                })
-                .collect()
-        })
-    }
-
-    /// Forward and backward over `micro_batches` on `model`'s device, accumulating the gradients
-    /// of each micro-batch's share of the step's mean loss, times `loss_scale`.
+    /// Forward and backward over `micro_batches` (each with its index in the step) on `model`'s
+    /// device, accumulating the gradients of each micro-batch's share of the step's mean loss,
+    /// times `loss_scale`.
     fn accumulate(
         &self,
         model: &Llama,
-        micro_batches: &[&[&TokenizedExample]],
+        micro_batches: &[(usize, &[&TokenizedExample])],
         loss_scale: f32,
+        dropout_seed: Option<u64>,
         mut phases: Option<&mut PhaseTimes>,
     ) -> Result<WorkerGradients> {
         let mut sums: Option<Tensor<1>> = None;
         let (mut tokens, mut lines) = (0, Vec::new());
         let mut grads = GradientBuffer::default();
-        for examples in micro_batches {
+        for &(index, examples) in micro_batches {
+            if let Some(seed) = dropout_seed {
+                let seed = crate::sampling::derived_seed(seed, &[index as u64]);
+                model.device().seed(seed);
+            }
             let batch = RankBatch::new(examples);
             tokens += batch.real_tokens();
             lines.extend(examples.iter().map(|e| e.line));
@@ -322,10 +313,10 @@ impl OptimizerStep {
     }
 }
 
-/// What one worker's micro-batches of a step add up to.
+/// What one rank's micro-batches of a step add up to.
 struct WorkerGradients {
     /// `[3]` on its device: the summed total, rank and fine-tune losses of its queries, read
-    /// with the step's gradient norm (none for a worker that got no micro-batch).
+    /// with the step's gradient norm (none for a rank dealt no micro-batch).
     sums: Option<Tensor<1>>,
     tokens: usize,
     grads: GradientBuffer,
