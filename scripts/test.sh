@@ -3,12 +3,14 @@
 #  - a Vulkan driver (lavapipe when there is no GPU), so the wgpu path is tested, not skipped;
 #  - SmolLM2-135M-Instruct, for the tests against transformers on a real model (skipped with a
 #    message if it cannot be downloaded);
-#  - the tensorboard Python package, whose reader tests/tensorboard.rs checks the event files with.
+#  - the tensorboard Python package, whose reader tests/tensorboard.rs checks the event files with;
+#  - Open MPI, for the data parallel build (`--features mpi`) and tests/data_parallel.rs.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 scripts/ensure-vulkan.sh
 scripts/ensure-font.sh
+scripts/ensure-mpi.sh
 export RRHF_TEST_REQUIRE_WGPU=${RRHF_TEST_REQUIRE_WGPU:-1}
 # Vulkan drivers print a Wayland warning on headless machines without it.
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
@@ -19,4 +21,4 @@ fi
 if ! scripts/fetch-smollm2.sh; then
   echo "warning: could not get SmolLM2-135M-Instruct; its tests will be skipped" >&2
 fi
-cargo test --release -- --test-threads=1 "$@"
+cargo test --release --features mpi -- --test-threads=1 "$@"

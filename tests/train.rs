@@ -1,14 +1,14 @@
 //! The trainer end to end on the tiny fixture model: it learns the ranking, resumes exactly
-//! (offline and online, where each round's samples are read back), and shares a step's
-//! micro-batches between devices without changing it. Bad data and configs are in
-//! train_errors.rs, kill -9 in train_kill.rs, checkpointing and precision in train_precision.rs.
+//! (offline and online, where each round's samples are read back). Bad data and configs are in
+//! train_errors.rs, kill -9 in train_kill.rs, checkpointing and precision in train_precision.rs,
+//! data parallel over MPI in data_parallel.rs.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 
 use common::{
-    TINY_CONFIG, deterministic, metrics, scratch, step_figures, tiny_config as config,
+    TINY_CONFIG, deterministic, metrics, scratch, tiny_config as config,
     tiny_overrides as overrides, train_devices as devices, train_in_own_process,
 };
 use rrhf::device::DeviceChoice;
@@ -171,42 +171,6 @@ fn online_rounds_sample_score_and_resume_exactly() {
         deterministic(metrics(&parted)),
         deterministic(metrics(&whole))
     );
-}
-
-/// `train.data_parallel`: the step's micro-batches are shared between devices and the gradients
-/// summed on the first; the steps are those of one device doing all the micro-batches. On this
-/// machine the second device is lavapipe when there is one (else a second CPU worker).
-#[test]
-fn data_parallel_takes_the_same_steps() {
-    let second = devices().last().unwrap().clone();
-    let run = |data_parallel: &str| {
-        let out = scratch(&format!("train-dp-{}", data_parallel.len()));
-        let set = ["train.max_steps=3", "train.grad_accum=4", data_parallel];
-        train(
-            &config(&out, &DeviceChoice::Cpu, &set),
-            &RunOptions {
-                resume: None,
-                stop_after: None,
-                force: false,
-            },
-        )
-        .unwrap();
-        let tokens: Vec<u64> = metrics(&out)
-            .iter()
-            .filter_map(|v| v["tokens"].as_u64())
-            .collect();
-        (step_figures(&out), tokens)
-    };
-    let (single, single_tokens) = run("train.data_parallel=[]");
-    let (shared, shared_tokens) = run(&format!("train.data_parallel=[{:?}]", second.to_string()));
-    assert_eq!(single.len(), 3);
-    assert_eq!(single_tokens, shared_tokens, "tokens per step");
-    for (a, b) in single.iter().zip(&shared) {
-        assert!(
-            (a.0 - b.0).abs() <= 1e-5 * a.0.abs() && (a.1 - b.1).abs() <= 1e-5 * a.1.abs(),
-            "(loss, grad norm) {a:?} on one device, {b:?} shared with {second}"
-        );
-    }
 }
 
 /// The loss variants train: `loss.rank_loss = "logistic"`, the hinge with a margin, and

@@ -110,4 +110,10 @@ fn bad_config_names_the_key() {
     );
     expect_train_error(&dir, &["train.lr_typo=1".into()], &["lr_typo"]);
     expect_train_error(&dir, &["train.grad_accum=0".into()], &["train.grad_accum"]);
+    // The threads-in-one-process data parallel of earlier versions: pointed to MPI.
+    expect_train_error(
+        &dir,
+        &["train.data_parallel=[\"gpu:1\"]".into()],
+        &["train.data_parallel", "is retired", "mpirun -np N"],
+    );
 }

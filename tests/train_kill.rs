@@ -6,7 +6,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{TINY_CONFIG, rrhf, rrhf_command, scratch};
+use common::{TINY_CONFIG, newest_checkpoint, rrhf, rrhf_command, scratch};
 use serde_json::Value;
 
 #[test]
@@ -43,18 +43,7 @@ fn kill_during_checkpoint_writes_keeps_checkpoints_loadable() {
         }
     }
     // And a resumed run from the newest checkpoint finishes.
-    let newest = std::fs::read_dir(&out)
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .strip_prefix("checkpoint-")?
-                .parse::<usize>()
-                .ok()
-        })
-        .max()
-        .expect("some checkpoint survived");
+    let newest = newest_checkpoint(&out).expect("some checkpoint survived");
     let resumed = rrhf(&[
         "train",
         "--config",

@@ -196,6 +196,21 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// The newest checkpoint-N directory of `out`, if any.
+pub fn newest_checkpoint(out: &Path) -> Option<usize> {
+    std::fs::read_dir(out)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .strip_prefix("checkpoint-")?
+                .parse::<usize>()
+                .ok()
+        })
+        .max()
+}
+
 /// Writes GGUF version 3 files.
 #[derive(Default)]
 pub struct GgufWriter {
