@@ -345,20 +345,7 @@ fn step_model(args: &StepBench) -> Result<(SelectedDevice, Llama)> {
     }
     let projections = args.precision.projection_storage(args.lora_rank.is_some());
     let model = bench_model(&args.model, &device, projections)?;
-    let mut model = match args.lora_rank {
-        Some(rank) => {
-            let lora = LoraConfig {
-                rank,
-                dropout: args.lora_dropout,
-                ..Default::default()
-            };
-            if let Some((field, why)) = lora.invalid() {
-                bail!("--lora-rank: {field} {why}");
-            }
-            model.with_fresh_lora(&lora, args.model.clone(), 0)?
-        }
-        None => model,
-    };
+    let mut model = with_bench_lora(model, &args.model, args.lora_rank, args.lora_dropout)?;
     model.precision = args.precision;
     if args.unfused_head {
         crate::kernels::check_logits_fit(args.queries * args.k, args.t, model.config.vocab_size)
@@ -535,6 +522,22 @@ fn bench_model(path: &Path, device: &Device, projections: FloatDType) -> Result<
     Ok(Llama::random(config, 0, device, projections))
 }
 
+/// `model` with fresh LoRA adapters of `--lora-rank` on every projection, if one is asked for.
+fn with_bench_lora(model: Llama, path: &Path, rank: Option<usize>, dropout: f64) -> Result<Llama> {
+    let Some(rank) = rank else {
+        return Ok(model);
+    };
+    let lora = LoraConfig {
+        rank,
+        dropout,
+        ..Default::default()
+    };
+    if let Some((field, why)) = lora.invalid() {
+        bail!("--lora-rank: {field} {why}");
+    }
+    model.with_fresh_lora(&lora, path.to_path_buf(), 0)
+}
+
 /// `queries` queries of `T / 4` tokens, each with `k` responses filling the rest of `T`, scored
 /// in a fixed order. The ids follow a formula benches/rrhf_step.py repeats, so both sides see
 /// the same tokens.
@@ -621,19 +624,8 @@ pub fn allreduce(args: &AllReduceBench) -> Result<()> {
     // On the training device, where the parameters require gradients as the trainer's do.
     let device = Checkpointing::Off.training_device(&selected.device);
     let model = bench_model(&args.model, &device, FloatDType::F32)?;
-    let model = match args.lora_rank {
-        Some(rank) => {
-            let lora = LoraConfig {
-                rank,
-                ..Default::default()
-            };
-            if let Some((field, why)) = lora.invalid() {
-                bail!("--lora-rank: {field} {why}");
-            }
-            model.with_fresh_lora(&lora, args.model.clone(), 0)?
-        }
-        None => model,
-    };
+    let dropout = LoraConfig::default().dropout;
+    let model = with_bench_lora(model, &args.model, args.lora_rank, dropout)?;
     let mut grads = crate::train::optimizer::GradientBuffer::zeros(&model);
     let floats: usize = grads.tensors().iter().map(|g| g.dims()[0]).sum();
     let exchange = crate::parallel::time_slowest_rank(args.repeats, &mut || {

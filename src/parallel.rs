@@ -120,6 +120,15 @@ impl World {
         let _ = values;
     }
 
+    /// The largest of each of `values` across the ranks, in place.
+    fn max_f64(&self, values: &mut [f64]) {
+        #[cfg(feature = "mpi")]
+        if let Some(comm) = &self.comm {
+            comm.max(values);
+        }
+        let _ = values;
+    }
+
     /// Every rank's `mine`, in rank order, on every rank.
     pub fn all_gather(&self, mine: Vec<u8>) -> Vec<Vec<u8>> {
         #[cfg(feature = "mpi")]
@@ -175,16 +184,6 @@ pub fn time_slowest_rank(repeats: usize, f: &mut dyn FnMut() -> Result<()>) -> R
         best = best.min(seconds[0]);
     }
     Ok(best)
-}
-
-impl World {
-    fn max_f64(&self, values: &mut [f64]) {
-        #[cfg(feature = "mpi")]
-        if let Some(comm) = &self.comm {
-            comm.max(values);
-        }
-        let _ = values;
-    }
 }
 
 /// MPI_COMM_WORLD. Only the main thread calls MPI (MPI_THREAD_FUNNELED); the world lives in a

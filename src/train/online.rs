@@ -147,13 +147,7 @@ impl OnlineSampler {
             .map(|p| indices[p])
             .collect();
         let sampled = self.sample(policy, tokenizer, start_step, &mine)?;
-        let (mut by_query, tokens) = match world.size {
-            1 => (
-                mine.iter().copied().zip(sampled.queries).collect(),
-                sampled.tokens,
-            ),
-            _ => gather_samples(world, &mine, sampled)?,
-        };
+        let (mut by_query, tokens) = gather_samples(world, &mine, sampled)?;
         let sample_seconds = started.elapsed().as_secs_f64();
         let mut rewards = Vec::with_capacity(indices.len());
         let examples: Vec<RankedExample> = indices
@@ -351,7 +345,7 @@ struct SampledShare {
 }
 
 /// Every rank's sampled queries (`mine` are this rank's), by query index, on every rank, and
-/// the tokens sampled in all. The floats cross as their bits, so every rank ranks by exactly
+/// the tokens sampled in all (in a world of one, this rank's own). The floats cross as their bits, so every rank ranks by exactly
 /// the scores the sampling rank computed.
 fn gather_samples(
     world: &crate::parallel::World,

@@ -47,8 +47,11 @@ impl GradientBuffer {
     }
 
     /// Sums the gradients across the ranks (MPI_Allreduce), tensor by tensor through the host:
-    /// one tensor's host copy at a time, sent in buckets.
+    /// one tensor's host copy at a time, sent in buckets. A world of one has nothing to add.
     pub fn sum_across_ranks(&mut self, world: &crate::parallel::World) -> anyhow::Result<()> {
+        if world.size == 1 {
+            return Ok(());
+        }
         for grad in &mut self.grads {
             let device = grad.device();
             let mut host = crate::device::to_host(grad.clone())?;

@@ -210,34 +210,24 @@ impl OptimizerStep {
             // A rank dealt no micro-batch still adds its (zero) part to every sum.
             *grads = GradientBuffer::zeros(model);
         }
-        let (sums, squared_norm) = match world.size {
-            1 => {
-                let host =
-                    crate::device::to_host(Tensor::cat(vec![sums, grads.squared_norm()], 0))?;
-                ([host[0], host[1], host[2], share.tokens as f32], host[3])
-            }
-            _ => {
-                grads.sum_across_ranks(world)?;
-                let host =
-                    crate::device::to_host(Tensor::cat(vec![sums, grads.squared_norm()], 0))?;
-                let mut reduced = [
-                    host[0] as f64,
-                    host[1] as f64,
-                    host[2] as f64,
-                    share.tokens as f64,
-                ];
-                world.sum_f64(&mut reduced);
-                (reduced.map(|x| x as f32), host[3])
-            }
+        grads.sum_across_ranks(world)?;
+        // The norm of the summed gradients is the step's; the losses and tokens are summed in
+        // f64 (the identity in a world of one, and exact for token counts).
+        let host = crate::device::to_host(Tensor::cat(vec![sums, grads.squared_norm()], 0))?;
+        let squared_norm = host[3];
+        let mut reduced = [
+            host[0] as f64,
+            host[1] as f64,
+            host[2] as f64,
+            share.tokens as f64,
+        ];
+        world.sum_f64(&mut reduced);
+        let tokens = reduced[3] as usize;
+        let sums = LossSums {
+            total: reduced[0] as f32,
+            rank: reduced[1] as f32,
+            ft: reduced[2] as f32,
         };
-        let (tokens, sums) = (
-            sums[3] as usize,
-            LossSums {
-                total: sums[0],
-                rank: sums[1],
-                ft: sums[2],
-            },
-        );
         if [sums.total, sums.rank, sums.ft]
             .iter()
             .any(|x| !x.is_finite())
