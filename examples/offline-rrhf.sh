@@ -8,6 +8,7 @@
 # To train on a ranked file you already have, skip to the `train` line and set data.train.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/ensure-openblas.sh
 cargo build --release
 scripts/fetch-smollm2.sh
 rrhf=target/release/rrhf

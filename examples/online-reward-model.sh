@@ -9,6 +9,7 @@
 #   5. the result against the start model, judged by the reward model and by the rule.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/ensure-openblas.sh
 cargo build --release
 scripts/fetch-smollm2.sh
 rrhf=target/release/rrhf

@@ -5,6 +5,7 @@
 # This is the quick start's job, on its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/ensure-openblas.sh
 cargo build --release
 scripts/fetch-smollm2.sh
 rrhf=target/release/rrhf

@@ -13,7 +13,7 @@ shift
 bin=${RRHF_BIN:-$root/target/release/rrhf}
 python=${PYTHON:-python3}
 if [ ! -x "$bin" ]; then
-  (cd "$root" && cargo build --release --bin rrhf)
+  (cd "$root" && scripts/ensure-openblas.sh && cargo build --release --bin rrhf)
 fi
 if ! command -v perf >/dev/null; then
   apt-get install -y linux-perf >/dev/null

@@ -4,11 +4,13 @@
 #  - SmolLM2-135M-Instruct, for the tests against transformers on a real model (skipped with a
 #    message if it cannot be downloaded);
 #  - the tensorboard Python package, whose reader tests/tensorboard.rs checks the event files with;
+#  - OpenBLAS, which the CPU path's matmuls link against (Linux);
 #  - Open MPI, for the data parallel build (`--features mpi`) and tests/data_parallel.rs.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 scripts/ensure-vulkan.sh
+scripts/ensure-openblas.sh
 scripts/ensure-font.sh
 scripts/ensure-mpi.sh
 export RRHF_TEST_REQUIRE_WGPU=${RRHF_TEST_REQUIRE_WGPU:-1}
