@@ -22,4 +22,7 @@ PY
   mv "$gguf.part" "$gguf"
   rm -rf "$tmp"
 fi
-cd "$root" && cargo run --release --quiet -- convert --gguf "$gguf" --out "$out" --force
+# RRHF_FEATURES: the cargo features to build with, scripts/test.sh's own, so that it builds once
+# (another feature set rebuilds most of the dependency tree).
+cd "$root" && cargo run --release --quiet ${RRHF_FEATURES:+--features "$RRHF_FEATURES"} -- \
+  convert --gguf "$gguf" --out "$out" --force

@@ -14,6 +14,9 @@ scripts/ensure-openblas.sh
 scripts/ensure-font.sh
 scripts/ensure-mpi.sh
 export RRHF_TEST_REQUIRE_WGPU=${RRHF_TEST_REQUIRE_WGPU:-1}
+# One feature set for every cargo command here (fetch-smollm2.sh's conversion included): a build
+# with another rebuilds most of the dependency tree, some 20 minutes on 2 cores.
+export RRHF_FEATURES=mpi
 # Vulkan drivers print a Wayland warning on headless machines without it.
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
 if ! python3 -c "import tensorboard" 2>/dev/null; then
@@ -23,4 +26,4 @@ fi
 if ! scripts/fetch-smollm2.sh; then
   echo "warning: could not get SmolLM2-135M-Instruct; its tests will be skipped" >&2
 fi
-cargo test --release --features mpi -- --test-threads=1 "$@"
+cargo test --release --features "$RRHF_FEATURES" -- --test-threads=1 "$@"
