@@ -42,7 +42,14 @@ fn gradient_checkpointing_takes_the_same_steps() {
             .unwrap();
             step_figures(&out)
         };
-        for lora in [false, true] {
+        // lavapipe with LoRA only, where its frozen weights could part from the updated ones;
+        // full training on it is the CPU path's graph on other kernels (cut for CI's time).
+        let loras: &[bool] = if device == DeviceChoice::Cpu {
+            &[false, true]
+        } else {
+            &[true]
+        };
+        for &lora in loras {
             let plain = run("off", lora);
             assert_eq!(plain.len(), 3);
             for mode in ["layer", "ops"] {
@@ -91,7 +98,14 @@ fn mixed_precision_follows_f32() {
             );
             result.map(|_| (step_figures(&out), metrics(&out)))
         };
-        for lora in [false, true] {
+        // lavapipe with LoRA only: the half-precision kernels are the same as in full
+        // training, whose loss scaling the CPU path checks (cut for CI's time).
+        let loras: &[bool] = if device == DeviceChoice::Cpu {
+            &[false, true]
+        } else {
+            &[true]
+        };
+        for &lora in loras {
             let (exact, _) = run("f32", lora).unwrap();
             // (loss, grad norm) relative tolerances; measured on the 3rd step: f16 3e-4 and 1e-4,
             // bf16 3e-3 and 8e-2 (the gradient norm after two updates in 8-bit mantissas).
