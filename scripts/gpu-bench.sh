@@ -6,7 +6,9 @@
 #     scripts/gpu-bench.sh [RRHF_BINARY] [OUT.jsonl]
 #
 # RRHF_BINARY defaults to target/release/rrhf (a binary built elsewhere works: the GPU machine
-# needs no Rust). Needs python3 with torch (CUDA, ROCm or MPS), transformers and peft. Each line
+# needs no Rust; a Linux build links libopenblas.so.0, the CPU path's matmuls: where it is missing,
+# carry Debian's libopenblas0-pthread with the Vulkan loader and put its library directory in
+# LD_LIBRARY_PATH). Needs python3 with torch (CUDA, ROCm or MPS), transformers and peft. Each line
 # of both sides goes to OUT.jsonl (default runs/gpu-bench.jsonl); the table goes to stdout.
 # RRHF_BENCH_CASES=smollm2 (a substring of the case names) runs some cases only; STEPS (3) sets
 # the timed steps per case.
