@@ -15,7 +15,7 @@ scripts/ensure-font.sh
 scripts/ensure-mpi.sh
 export RRHF_TEST_REQUIRE_WGPU=${RRHF_TEST_REQUIRE_WGPU:-1}
 # One feature set for every cargo command here (fetch-smollm2.sh's conversion included): a build
-# with another rebuilds most of the dependency tree, some 20 minutes on 2 cores.
+# with another rebuilds most of the dependency tree (bindgen's features reach cubecl through turso).
 export RRHF_FEATURES=mpi
 # Vulkan drivers print a Wayland warning on headless machines without it.
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
