@@ -13,6 +13,18 @@ use rrhf::device::DeviceChoice;
 use rrhf::train::{RunOptions, train};
 use serde_json::Value;
 
+/// Whether to train with LoRA, for each run on `device`: both on the CPU path; on lavapipe LoRA
+/// alone, where frozen and updated weights could part. Full training there is the CPU path's
+/// graph on the same kernels LoRA runs (the half-precision ones included), and each lavapipe
+/// configuration costs CI minutes of kernel compiles.
+fn lora_cases(device: &DeviceChoice) -> &'static [bool] {
+    if *device == DeviceChoice::Cpu {
+        &[false, true]
+    } else {
+        &[true]
+    }
+}
+
 /// `train.gradient_checkpointing` recomputes activations in the backward pass, by decoder layer
 /// (`layer`: the backward pass is cut into one piece per layer) or by op (`ops`): the steps it
 /// takes are the same as without it, for full training and for LoRA (whose frozen and updated
@@ -42,14 +54,7 @@ fn gradient_checkpointing_takes_the_same_steps() {
             .unwrap();
             step_figures(&out)
         };
-        // lavapipe with LoRA only, where its frozen weights could part from the updated ones;
-        // full training on it is the CPU path's graph on other kernels (cut for CI's time).
-        let loras: &[bool] = if device == DeviceChoice::Cpu {
-            &[false, true]
-        } else {
-            &[true]
-        };
-        for &lora in loras {
+        for &lora in lora_cases(&device) {
             let plain = run("off", lora);
             assert_eq!(plain.len(), 3);
             for mode in ["layer", "ops"] {
@@ -98,14 +103,7 @@ fn mixed_precision_follows_f32() {
             );
             result.map(|_| (step_figures(&out), metrics(&out)))
         };
-        // lavapipe with LoRA only: the half-precision kernels are the same as in full
-        // training, whose loss scaling the CPU path checks (cut for CI's time).
-        let loras: &[bool] = if device == DeviceChoice::Cpu {
-            &[false, true]
-        } else {
-            &[true]
-        };
-        for &lora in loras {
+        for &lora in lora_cases(&device) {
             let (exact, _) = run("f32", lora).unwrap();
             // (loss, grad norm) relative tolerances; measured on the 3rd step: f16 3e-4 and 1e-4,
             // bf16 3e-3 and 8e-2 (the gradient norm after two updates in 8-bit mantissas).
